@@ -1,0 +1,135 @@
+"""The composition root: builds providers, engine, servicers and the wrapped method table from a ForgeConfig,
+and runs the gRPC server with health, reflection and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ..adapters.accounting import LocalTokenCounter, PriceTable
+from ..adapters.providers.directory import ConfiguredModel, ProviderDirectory
+from ..adapters.providers.factory import ProviderSpec, classify
+from ..domain import ChatEngine, PullHub
+from ..services.chat import ChatServicer
+from ..services.models import ModelsServicer
+from .config import DeploymentConfig, ForgeConfig
+from .methods import MethodTable, build_method_table, grpc_handlers
+from .services import PLANNED_IN, SERVICES
+
+__all__ = ["ForgeApp", "build"]
+
+log = logging.getLogger("forge")
+
+
+# Keepalive that tolerates long prefills: clients may ping every 10 s with no data in flight (a 70B prefill can
+# keep a stream silent for a minute), and the server checks idle peers every 60 s.
+def _server_options(cfg: ForgeConfig) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", cfg.grpc.max_message_bytes),
+        ("grpc.max_send_message_length", cfg.grpc.max_message_bytes),
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def configured_models(deployments: tuple[DeploymentConfig, ...]) -> list[ConfiguredModel]:
+    out = []
+    for d in deployments:
+        kind, adapter, upstream = classify(d.model, d.adapter)
+        spec = ProviderSpec(kind, adapter, d.api_base, d.api_key, d.env_var or f"{kind.upper()}_API_KEY")
+        out.append(ConfiguredModel(d.model_name, upstream, spec, d.info))
+    return out
+
+
+@dataclass
+class ForgeApp:
+    config: ForgeConfig
+    directory: ProviderDirectory
+    methods: MethodTable
+    health: health.aio.HealthServicer
+    server: grpc.aio.Server | None = None
+    grpc_port: int = 0
+    started_at: float = field(default_factory=time.time)
+
+    async def start(self) -> None:
+        self.server = grpc.aio.server(options=_server_options(self.config))
+        self.server.add_generic_rpc_handlers(grpc_handlers(self.methods))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        names = [
+            *SERVICES,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ]
+        reflection.enable_server_reflection(names, self.server)
+        address = f"{self.config.grpc.host}:{self.config.grpc.port}"
+        self.grpc_port = self.server.add_insecure_port(address)
+        if self.grpc_port == 0:
+            raise OSError(f"cannot listen for gRPC on {address}")
+        await self.server.start()
+        await self.directory.refresh(force=True)
+        await self._set_serving()
+        log.info("gRPC listening on %s:%d", self.config.grpc.host, self.grpc_port)
+
+    async def _set_serving(self) -> None:
+        S = health_pb2.HealthCheckResponse
+        for name in SERVICES:
+            implemented = any(m.implemented for m in self.methods.values() if m.full_name.startswith(f"/{name}/"))
+            await self.health.set(name, S.SERVING if implemented and name in _READY else S.NOT_SERVING)
+        await self.health.set("", S.SERVING)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Health goes NOT_SERVING first (so balancers drain), in-flight calls get `grace` seconds, then the
+        rest are cancelled."""
+        await self.health.enter_graceful_shutdown()
+        if self.server is not None:
+            await self.server.stop(self.config.grpc.shutdown_grace_s if grace is None else grace)
+        await self.directory.close()
+
+    async def wait(self) -> None:
+        if self.server is not None:
+            await self.server.wait_for_termination()
+
+
+# Services whose dependencies are all in process today; the others report NOT_SERVING until they land.
+_READY = {"forge.chat.v1.ChatService", "forge.models.v1.ModelsService"}
+
+
+def build(config: ForgeConfig) -> ForgeApp:
+    directory = ProviderDirectory(
+        configured_models(config.providers.deployments),
+        ollama_host=config.providers.ollama_host,
+        discover_ollama=config.providers.discover_ollama,
+        default_model=config.providers.default_model,
+        ttl_s=config.providers.discovery_ttl_s,
+    )
+    engine = ChatEngine(directory, directory.providers, LocalTokenCounter(), PriceTable())
+    servicers = {
+        SERVICES["forge.chat.v1.ChatService"]: ChatServicer(engine),
+        SERVICES["forge.models.v1.ModelsService"]: ModelsServicer(directory, PullHub()),
+    }
+    table = build_method_table({d: servicers.get(d) for d in SERVICES.values()}, PLANNED_IN)
+    hs = health.aio.HealthServicer()
+    return ForgeApp(config, directory, table, hs)
+
+
+async def run_until_signal(app: ForgeApp) -> None:
+    import signal
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await app.start()
+    await stop.wait()
+    log.info("shutting down: draining for up to %.0fs", app.config.grpc.shutdown_grace_s)
+    await app.stop()

@@ -1,0 +1,239 @@
+"""Configuration: one `*Config` per concern, built once from the YAML file and the environment, then passed
+down. No other module reads `os.environ`.
+
+The `model_list` section is LiteLLM proxy's format unchanged (`model_name`, `litellm_params.model/api_base/
+api_key/rpm/tpm`, `os.environ/NAME` references), so a LiteLLM user can bring their config file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "DeploymentConfig",
+    "ForgeConfig",
+    "GrpcConfig",
+    "HttpConfig",
+    "ProvidersConfig",
+    "load_config",
+]
+
+MiB = 1024 * 1024
+
+# Env keys that turn on a provider with a wildcard route (`openai/*` → any OpenAI model), as LiteLLM does.
+ENV_PROVIDERS: tuple[tuple[str, str], ...] = (
+    ("OPENAI_API_KEY", "openai"),
+    ("DEEPSEEK_API_KEY", "deepseek"),
+    ("OPENROUTER_API_KEY", "openrouter"),
+    ("GROQ_API_KEY", "groq"),
+    ("MISTRAL_API_KEY", "mistral"),
+    ("GEMINI_API_KEY", "gemini"),
+    ("ANTHROPIC_API_KEY", "anthropic"),
+)
+
+
+class ConfigError(ValueError):
+    """The configuration file or environment is invalid; the message names the setting."""
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcConfig:
+    host: str = "0.0.0.0"
+    """Interface the gRPC server binds."""
+    port: int = 50051
+    """gRPC port (`--grpc-port`, `FORGE_GRPC_PORT`); 0 picks a free one."""
+    max_message_bytes: int = 16 * MiB
+    """Largest request or response message."""
+    shutdown_grace_s: float = 10.0
+    """On SIGTERM/SIGINT, how long in-flight calls may finish before they are cancelled."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    host: str = "0.0.0.0"
+    """Interface the HTTP edge binds."""
+    port: int = 8000
+    """HTTP port (`--http-port`, `FORGE_HTTP_PORT`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentConfig:
+    """One `model_list` entry."""
+
+    model_name: str
+    model: str
+    """LiteLLM-style upstream id, e.g. `openai/gpt-4o-mini`, `ollama/llama3.2`, `gemini/gemini-2.0-flash`."""
+    api_base: str | None = None
+    api_key: str | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    adapter: str | None = None
+    """forge extension: force "openai", "ollama" or "litellm" instead of choosing by the model prefix."""
+    env_var: str = ""
+    """Where the key came from, named in errors (never the key itself)."""
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ProvidersConfig:
+    deployments: tuple[DeploymentConfig, ...] = ()
+    ollama_host: str = "http://localhost:11434"
+    """Ollama's address (`OLLAMA_HOST`); its models are discovered when it answers."""
+    discover_ollama: bool = True
+    default_model: str | None = None
+    """Model used when a request names none (`FORGE_DEFAULT_MODEL`); else the first configured one."""
+    discovery_ttl_s: float = 30.0
+    """How long a discovered model list is reused before it is fetched again."""
+
+
+@dataclass(frozen=True, slots=True)
+class ForgeConfig:
+    grpc: GrpcConfig = field(default_factory=GrpcConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    providers: ProvidersConfig = field(default_factory=ProvidersConfig)
+    data_dir: Path = field(default_factory=lambda: Path("~/.local/share/forge").expanduser())
+    log_level: str = "INFO"
+    version: str = "0.1.0"
+
+
+def _env_ref(value: Any, env: Mapping[str, str], where: str) -> Any:
+    if isinstance(value, str) and value.startswith("os.environ/"):
+        name = value.removeprefix("os.environ/")
+        if name not in env:
+            raise ConfigError(f"{where} refers to environment variable {name}, which is not set")
+        return env[name]
+    return value
+
+
+def _deployments(raw: Any, env: Mapping[str, str]) -> list[DeploymentConfig]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ConfigError("model_list must be a list of {model_name, litellm_params} entries")
+    out = []
+    for i, entry in enumerate(raw):
+        where = f"model_list[{i}]"
+        if not isinstance(entry, dict) or "model_name" not in entry:
+            raise ConfigError(f"{where} needs model_name")
+        params = entry.get("litellm_params") or {}
+        if "model" not in params:
+            raise ConfigError(f"{where}.litellm_params needs model")
+        key_raw = params.get("api_key")
+        env_var = (
+            key_raw.removeprefix("os.environ/")
+            if isinstance(key_raw, str) and key_raw.startswith("os.environ/")
+            else ""
+        )
+        out.append(
+            DeploymentConfig(
+                model_name=str(entry["model_name"]),
+                model=str(_env_ref(params["model"], env, f"{where}.litellm_params.model")),
+                api_base=_env_ref(params.get("api_base"), env, f"{where}.litellm_params.api_base"),
+                api_key=_env_ref(key_raw, env, f"{where}.litellm_params.api_key"),
+                rpm=params.get("rpm"),
+                tpm=params.get("tpm"),
+                adapter=params.get("forge_adapter") or entry.get("adapter"),
+                env_var=env_var,
+                info=dict(entry.get("model_info") or {}),
+            )
+        )
+    return out
+
+
+def _env_deployments(env: Mapping[str, str], configured: list[DeploymentConfig]) -> list[DeploymentConfig]:
+    taken = {d.model_name for d in configured}
+    out = []
+    for var, kind in ENV_PROVIDERS:
+        name = f"{kind}/*"
+        if env.get(var) and name not in taken:
+            base = env.get("OPENAI_BASE_URL") or env.get("OPENAI_API_BASE") if kind == "openai" else None
+            out.append(DeploymentConfig(name, f"{kind}/*", api_base=base, api_key=env[var], env_var=var))
+    return out
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def load_config(path: Path | None = None, env: Mapping[str, str] | None = None, **overrides: Any) -> ForgeConfig:
+    """File, then environment, then explicit overrides (CLI flags), each winning over the one before."""
+    env = os.environ if env is None else env
+    path = path or (Path(env["FORGE_CONFIG"]) if env.get("FORGE_CONFIG") else None)
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must be a mapping")
+        data = loaded
+    g, h, p = data.get("grpc") or {}, data.get("http") or {}, data.get("providers") or {}
+    deployments = _deployments(data.get("model_list"), env)
+    deployments += _env_deployments(env, deployments)
+    grpc_cfg = GrpcConfig(
+        host=str(g.get("host", GrpcConfig.host)),
+        port=_int(env, "FORGE_GRPC_PORT", int(g.get("port", GrpcConfig.port))),
+        max_message_bytes=int(g.get("max_message_bytes", GrpcConfig.max_message_bytes)),
+        shutdown_grace_s=float(env.get("FORGE_SHUTDOWN_GRACE_S") or g.get("shutdown_grace_s", 10.0)),
+    )
+    http_cfg = HttpConfig(
+        host=str(h.get("host", HttpConfig.host)),
+        port=_int(env, "FORGE_HTTP_PORT", int(h.get("port", HttpConfig.port))),
+    )
+    providers_cfg = ProvidersConfig(
+        deployments=tuple(deployments),
+        ollama_host=_ollama_host(env.get("OLLAMA_HOST") or p.get("ollama_host") or ProvidersConfig.ollama_host),
+        discover_ollama=_bool(env.get("FORGE_DISCOVER_OLLAMA"), bool(p.get("discover_ollama", True))),
+        default_model=env.get("FORGE_DEFAULT_MODEL") or p.get("default_model"),
+        discovery_ttl_s=float(p.get("discovery_ttl_s", ProvidersConfig.discovery_ttl_s)),
+    )
+    cfg = ForgeConfig(
+        grpc=grpc_cfg,
+        http=http_cfg,
+        providers=providers_cfg,
+        data_dir=Path(env.get("FORGE_DATA_DIR") or data.get("data_dir") or "~/.local/share/forge").expanduser(),
+        log_level=str(env.get("FORGE_LOG_LEVEL") or data.get("log_level") or "INFO").upper(),
+    )
+    return _apply(cfg, overrides)
+
+
+def _apply(cfg: ForgeConfig, overrides: Mapping[str, Any]) -> ForgeConfig:
+    o = {k: v for k, v in overrides.items() if v is not None}
+    if "grpc_port" in o:
+        cfg = replace(cfg, grpc=replace(cfg.grpc, port=int(o["grpc_port"])))
+    if "grpc_host" in o:
+        cfg = replace(cfg, grpc=replace(cfg.grpc, host=str(o["grpc_host"])))
+    if "http_port" in o:
+        cfg = replace(cfg, http=replace(cfg.http, port=int(o["http_port"])))
+    if "data_dir" in o:
+        cfg = replace(cfg, data_dir=Path(o["data_dir"]).expanduser())
+    if "shutdown_grace_s" in o:
+        cfg = replace(cfg, grpc=replace(cfg.grpc, shutdown_grace_s=float(o["shutdown_grace_s"])))
+    return cfg
+
+
+def _bool(raw: str | None, default: bool) -> bool:
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _ollama_host(raw: str) -> str:
+    # OLLAMA_HOST is often given as host:port without a scheme (that is what `ollama serve` accepts).
+    return raw if "://" in raw else f"http://{raw}"

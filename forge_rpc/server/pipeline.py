@@ -1,0 +1,101 @@
+"""The policy pipeline: every servicer method is wrapped once, at build time, and both transports (the gRPC
+server and the edge's in-process invoker) call the wrapped methods.
+
+Policies today: request id (from `x-request-id` or generated) and access log; the error boundary that turns
+domain errors into `google.rpc.Status`. Auth and rate limits join here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn
+
+from ..domain import ErrorCode, ForgeError
+from ..services.context import CallContext, metadata_value, request_id
+from .errors import DETAILS_KEY, grpc_code, to_status
+
+__all__ = ["StreamHandler", "UnaryHandler", "wrap_stream", "wrap_unary"]
+
+access_log = logging.getLogger("forge.access")
+log = logging.getLogger("forge.rpc")
+
+UnaryHandler = Callable[[Any, CallContext], Awaitable[Any]]
+StreamHandler = Callable[[Any, CallContext], AsyncIterator[Any]]
+
+
+def _begin(context: CallContext) -> str:
+    rid = metadata_value(context, "x-request-id") or uuid.uuid4().hex
+    request_id.set(rid)
+    return rid
+
+
+async def _fail(context: CallContext, err: ForgeError, rid: str) -> NoReturn:
+    status = to_status(err, rid)
+    await context.abort(
+        grpc_code(err.code),
+        err.message,
+        trailing_metadata=((DETAILS_KEY, status.SerializeToString()), ("x-request-id", rid)),
+    )
+
+
+def _internal(method: str, exc: Exception, rid: str) -> ForgeError:
+    log.error("unhandled error in %s (request %s)", method, rid, exc_info=exc)
+    return ForgeError(f"internal error (request id {rid})", ErrorCode.INTERNAL, "INTERNAL")
+
+
+def _log(method: str, rid: str, code: str, started: float, context: CallContext) -> None:
+    if access_log.isEnabledFor(logging.INFO):
+        ms = (time.perf_counter() - started) * 1000
+        access_log.info("%s %s %.1fms rid=%s peer=%s", method, code, ms, rid, context.peer())
+
+
+def wrap_unary(method: str, fn: UnaryHandler) -> UnaryHandler:
+    async def handler(request: Any, context: CallContext) -> Any:
+        rid = _begin(context)
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            response = await fn(request, context)
+        except ForgeError as err:
+            code = err.code.name
+            await _fail(context, err, rid)
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        except Exception as exc:
+            code = "INTERNAL"
+            await _fail(context, _internal(method, exc, rid), rid)
+        finally:
+            _log(method, rid, code, started, context)
+        context.set_trailing_metadata((("x-request-id", rid),))
+        return response
+
+    return handler
+
+
+def wrap_stream(method: str, fn: StreamHandler) -> StreamHandler:
+    async def handler(request: Any, context: CallContext) -> AsyncIterator[Any]:
+        rid = _begin(context)
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            context.set_trailing_metadata((("x-request-id", rid),))
+            async for message in fn(request, context):
+                yield message
+        except ForgeError as err:
+            code = err.code.name
+            await _fail(context, err, rid)
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        except Exception as exc:
+            code = "INTERNAL"
+            await _fail(context, _internal(method, exc, rid), rid)
+        finally:
+            _log(method, rid, code, started, context)
+
+    return handler

@@ -1,0 +1,64 @@
+"""Shared fixtures: one fake upstream process per session, a real forge per test on a free port."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import grpc
+import pytest
+import pytest_asyncio
+
+from forge_rpc.server.app import ForgeApp
+from forge_rpc.server.config import DeploymentConfig, ForgeConfig, ProvidersConfig
+from forge_rpc.testing import running_forge
+from tests.fakes import FakeUpstream
+
+
+@pytest_asyncio.fixture(scope="session")
+async def fake() -> AsyncIterator[FakeUpstream]:
+    async with FakeUpstream() as upstream:
+        yield upstream
+
+
+def forge_config(fake: FakeUpstream, *, litellm: bool = False, discover_ollama: bool = True) -> ForgeConfig:
+    """forge in front of the fake: `fake` (lean OpenAI adapter), `fake/*` wildcard, Ollama discovered at the
+    fake, and with `litellm` a `lite/*` route through litellm's own client code."""
+    deployments = [
+        DeploymentConfig("fake", "openai/gpt-fake", api_base=fake.openai_base, api_key="sk-test"),
+        DeploymentConfig("fake/*", "openai/*", api_base=fake.openai_base, api_key="sk-test"),
+        DeploymentConfig("badkey/*", "openai/*", api_base=fake.openai_base, api_key="bad-key", env_var="FAKE_KEY"),
+        DeploymentConfig("down/*", "openai/*", api_base="http://127.0.0.1:9/v1", api_key="x"),
+    ]
+    if litellm:
+        deployments.append(
+            DeploymentConfig("lite/*", "openai/*", api_base=fake.openai_base, api_key="sk-test", adapter="litellm")
+        )
+    return ForgeConfig(
+        providers=ProvidersConfig(
+            deployments=tuple(deployments),
+            ollama_host=fake.base_url,
+            discover_ollama=discover_ollama,
+            default_model="fake",
+        )
+    )
+
+
+@pytest_asyncio.fixture
+async def forge(fake: FakeUpstream) -> AsyncIterator[ForgeApp]:
+    await fake.reset()
+    async with running_forge(forge_config(fake)) as app:
+        yield app
+
+
+@pytest_asyncio.fixture
+async def channel(forge: ForgeApp) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{forge.grpc_port}") as ch:
+        yield ch
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
