@@ -41,7 +41,7 @@ class PullHub:
         try:
             while True:
                 async with pull.changed:
-                    await pull.changed.wait_for(lambda n=seen: len(pull.updates) > n or pull.done)
+                    await pull.changed.wait_for(_more_than(pull, seen))
                     fresh = pull.updates[seen:]
                     seen = len(pull.updates)
                     finished, error = pull.done, pull.error
@@ -74,3 +74,7 @@ class PullHub:
             async with pull.changed:
                 pull.done = True
                 pull.changed.notify_all()
+
+
+def _more_than(pull: _Pull, seen: int) -> Callable[[], bool]:
+    return lambda: len(pull.updates) > seen or pull.done

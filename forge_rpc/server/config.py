@@ -103,6 +103,9 @@ class ForgeConfig:
     version: str = "0.1.0"
 
 
+_GRPC, _HTTP, _PROVIDERS = GrpcConfig(), HttpConfig(), ProvidersConfig()
+
+
 def _env_ref(value: Any, env: Mapping[str, str], where: str) -> Any:
     if isinstance(value, str) and value.startswith("os.environ/"):
         name = value.removeprefix("os.environ/")
@@ -187,21 +190,21 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None, 
     deployments = _deployments(data.get("model_list"), env)
     deployments += _env_deployments(env, deployments)
     grpc_cfg = GrpcConfig(
-        host=str(g.get("host", GrpcConfig.host)),
-        port=_int(env, "FORGE_GRPC_PORT", int(g.get("port", GrpcConfig.port))),
-        max_message_bytes=int(g.get("max_message_bytes", GrpcConfig.max_message_bytes)),
+        host=str(g.get("host", _GRPC.host)),
+        port=_int(env, "FORGE_GRPC_PORT", int(g.get("port", _GRPC.port))),
+        max_message_bytes=int(g.get("max_message_bytes", _GRPC.max_message_bytes)),
         shutdown_grace_s=float(env.get("FORGE_SHUTDOWN_GRACE_S") or g.get("shutdown_grace_s", 10.0)),
     )
     http_cfg = HttpConfig(
-        host=str(h.get("host", HttpConfig.host)),
-        port=_int(env, "FORGE_HTTP_PORT", int(h.get("port", HttpConfig.port))),
+        host=str(h.get("host", _HTTP.host)),
+        port=_int(env, "FORGE_HTTP_PORT", int(h.get("port", _HTTP.port))),
     )
     providers_cfg = ProvidersConfig(
         deployments=tuple(deployments),
-        ollama_host=_ollama_host(env.get("OLLAMA_HOST") or p.get("ollama_host") or ProvidersConfig.ollama_host),
+        ollama_host=_ollama_host(env.get("OLLAMA_HOST") or p.get("ollama_host") or _PROVIDERS.ollama_host),
         discover_ollama=_bool(env.get("FORGE_DISCOVER_OLLAMA"), bool(p.get("discover_ollama", True))),
         default_model=env.get("FORGE_DEFAULT_MODEL") or p.get("default_model"),
-        discovery_ttl_s=float(p.get("discovery_ttl_s", ProvidersConfig.discovery_ttl_s)),
+        discovery_ttl_s=float(p.get("discovery_ttl_s", _PROVIDERS.discovery_ttl_s)),
     )
     cfg = ForgeConfig(
         grpc=grpc_cfg,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from forge.analytics.v1 import analytics_pb2
+from forge.auth.v1 import auth_pb2
 from forge.chat.v1 import chat_pb2
 from forge.models.v1 import models_pb2
 from forge.rag.v1 import rag_pb2
+from forge.routing.v1 import routing_pb2
 from forge.training.v1 import training_pb2
 from google.protobuf.descriptor import ServiceDescriptor
 
@@ -17,6 +20,9 @@ SERVICES: dict[str, ServiceDescriptor] = {
         models_pb2.DESCRIPTOR.services_by_name["ModelsService"],
         rag_pb2.DESCRIPTOR.services_by_name["RagService"],
         training_pb2.DESCRIPTOR.services_by_name["TrainingService"],
+        analytics_pb2.DESCRIPTOR.services_by_name["AnalyticsService"],
+        routing_pb2.DESCRIPTOR.services_by_name["RoutingService"],
+        auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
     )
 }
 

@@ -11,12 +11,12 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
-from .openai_wire import TOOL_ARG_FRAGMENTS
 from .scenario import Scenario, ScenarioError
 from .state import record_of
 from .streaming import StreamPlan, run_stream, run_unary
 from .wire_common import (
     SLOT,
+    TOOL_ARG_FRAGMENTS,
     begin,
     content_text,
     count_words,

@@ -1,8 +1,8 @@
-"""OpenAI wire routes under /v1: chat completions, models, embeddings."""
+"""OpenAI wire routes under /v1: chat completions and models (embeddings are
+in openai_embeddings.py)."""
 
 from __future__ import annotations
 
-import base64
 import secrets
 import time
 from typing import Any, Final
@@ -10,19 +10,20 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
+from . import openai_embeddings
 from .openai_errors import bad_key_response, error_response, fail_response, request_id_headers
 from .scenario import ScenarioError
 from .state import record_of
 from .streaming import StreamPlan, run_stream, run_unary
 from .wire_common import (
     SLOT,
+    TOOL_ARG_FRAGMENTS,
+    TOOL_ARGUMENTS,
     begin,
     content_text,
     count_words,
-    embedding,
     json_response,
     message_contents,
-    pack_float32,
     read_object,
     split_template,
     token_pieces,
@@ -31,9 +32,6 @@ from .wire_common import (
 FINGERPRINT: Final = "fp_fake0000"
 MODELS: Final = ("gpt-fake", "gpt-fake-2", "text-embedding-fake")
 _MODEL_CREATED: Final = 1_700_000_000
-# The tool-call arguments '{"x": 1}' split the way OpenAI streams them.
-TOOL_ARG_FRAGMENTS: Final = ('{"', "x", '":', " ", "1", "}")
-TOOL_ARGUMENTS: Final = "".join(TOOL_ARG_FRAGMENTS)
 
 
 def _usage(prompt: int, completion: int) -> dict[str, Any]:
@@ -123,7 +121,14 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             param="messages",
             code="missing_required_parameter",
         )
-    if not isinstance(messages, list) or not messages:
+    if not isinstance(messages, list):
+        return error_response(
+            400,
+            "Invalid type for 'messages': expected an array of objects.",
+            param="messages",
+            code="invalid_type",
+        )
+    if not messages:
         return error_response(
             400,
             "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
@@ -253,79 +258,8 @@ async def retrieve_model(request: web.Request) -> web.StreamResponse:
     return json_response(_model_obj(model_id), headers=request_id_headers())
 
 
-def _embedding_inputs(raw: object) -> list[tuple[str, int]] | None:
-    """(text to hash, prompt tokens) per input; None when the shape is wrong.
-
-    Token arrays are hashed via their decimal text so they are as
-    deterministic as strings.
-    """
-    if isinstance(raw, str):
-        return [(raw, count_words([raw]))]
-    if not isinstance(raw, list) or not raw:
-        return None
-    if all(isinstance(t, int) for t in raw):
-        return [(" ".join(map(str, raw)), len(raw))]
-    out: list[tuple[str, int]] = []
-    for item in raw:
-        if isinstance(item, str):
-            out.append((item, count_words([item])))
-        elif isinstance(item, list) and all(isinstance(t, int) for t in item):
-            out.append((" ".join(map(str, item)), len(item)))
-        else:
-            return None
-    return out
-
-
-async def embeddings(request: web.Request) -> web.StreamResponse:
-    rec = record_of(request)
-    body = await read_object(request, rec)
-    if body is None:
-        return error_response(400, "We could not parse the JSON body of your request.")
-    try:
-        sc = begin(request, rec, body.get("model"), False)
-    except ScenarioError as exc:
-        return error_response(400, str(exc), param="model")
-    if (denied := bad_key_response(request)) is not None:
-        return denied
-    if sc.fail:
-        return fail_response(sc)
-    if "input" not in body:
-        return error_response(
-            400,
-            "Missing required parameter: 'input'.",
-            param="input",
-            code="missing_required_parameter",
-        )
-    inputs = _embedding_inputs(body["input"])
-    if inputs is None:
-        return error_response(400, "'$.input' is invalid.", param="input")
-    dims = body.get("dimensions", 8)
-    if not isinstance(dims, int) or isinstance(dims, bool) or dims < 1:
-        return error_response(400, "Invalid 'dimensions'.", param="dimensions")
-    as_base64 = body.get("encoding_format") == "base64"
-
-    def build() -> web.Response:
-        data = []
-        for index, (text, _) in enumerate(inputs):
-            vec = embedding(text, dims)
-            encoded: object = base64.b64encode(pack_float32(vec)).decode() if as_base64 else vec
-            data.append({"object": "embedding", "index": index, "embedding": encoded})
-        tokens = sum(t for _, t in inputs)
-        return json_response(
-            {
-                "object": "list",
-                "data": data,
-                "model": sc.base,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            },
-            headers=request_id_headers(),
-        )
-
-    return await run_unary(request, rec, sc, 0, build)
-
-
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model}", retrieve_model)
-    app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_post("/v1/embeddings", openai_embeddings.embeddings)

@@ -15,7 +15,7 @@ import signal
 import sys
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import aiohttp
 
@@ -39,7 +39,6 @@ class FakeUpstream:
         self.startup_timeout = startup_timeout
         self._initial_defaults = defaults
         self._proc: asyncio.subprocess.Process | None = None
-        self._session: aiohttp.ClientSession | None = None
         self._port: int | None = None
 
     # -- addresses ---------------------------------------------------------
@@ -96,7 +95,6 @@ class FakeUpstream:
                 code = await self._proc.wait()
                 raise RuntimeError(f"fake upstream exited during startup (code {code})")
             self._port = int(json.loads(first)["port"])
-            self._session = aiohttp.ClientSession(base_url=self.base_url)
             if self._initial_defaults:
                 await self.set_defaults(**self._initial_defaults)
         except BaseException:
@@ -104,10 +102,8 @@ class FakeUpstream:
             raise
 
     async def stop(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-        proc, self._proc = self._proc, None
+        """SIGTERM, then SIGKILL if the server has not exited within 5 s."""
+        proc, self._proc, self._port = self._proc, None, None
         if proc is None or proc.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError):
@@ -120,46 +116,60 @@ class FakeUpstream:
             await proc.wait()
 
     # -- control API -------------------------------------------------------
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: object = None,
+        wait_s: float = 10.0,
+    ) -> tuple[int, Any]:
+        """One control request on a fresh session.
+
+        A session per call (about a millisecond on loopback) keeps the
+        FakeUpstream usable from any event loop, e.g. a session-scoped
+        fixture used by tests that each run in their own loop.
+        """
+        if self._port is None:
             raise RuntimeError("FakeUpstream is not running")
-        return self._session
+        async with (
+            aiohttp.ClientSession(base_url=self.base_url) as http,
+            http.request(method, path, params=params, json=body, timeout=aiohttp.ClientTimeout(total=wait_s)) as resp,
+        ):
+            return resp.status, await resp.json(content_type=None)
 
     async def requests(self, tag: str | None = None) -> list[dict[str, Any]]:
-        params = {"tag": tag} if tag is not None else {}
-        async with self._http().get("/_control/requests", params=params) as resp:
-            resp.raise_for_status()
-            records: list[dict[str, Any]] = await resp.json()
-            return records
+        status, records = await self._call("GET", "/_control/requests", params={"tag": tag} if tag else None)
+        if status != 200:
+            raise RuntimeError(f"fake upstream: GET /_control/requests -> {status}: {records}")
+        return cast(list[dict[str, Any]], records)
 
     async def reset(self) -> None:
-        async with self._http().post("/_control/reset") as resp:
-            resp.raise_for_status()
+        """Forget records, pull counts and defaults; restore the Ollama store."""
+        await self._call("POST", "/_control/reset")
 
     async def set_defaults(self, **options: object) -> None:
         """Replace the defaults (scenario options and pull_steps/pull_gap_ms)."""
-        async with self._http().post("/_control/defaults", json=options) as resp:
-            if resp.status != 200:
-                raise ValueError(await resp.text())
+        status, answer = await self._call("POST", "/_control/defaults", body=options)
+        if status != 200:
+            raise ValueError(f"fake upstream rejected defaults: {answer}")
 
     async def pulls(self) -> dict[str, int]:
         """Upstream /api/pull count per normalised model name."""
-        async with self._http().get("/_control/pulls") as resp:
-            resp.raise_for_status()
-            counts: dict[str, int] = await resp.json()
-            return counts
+        _, counts = await self._call("GET", "/_control/pulls")
+        return cast(dict[str, int], counts)
 
     async def wait_closed(self, tag: str, timeout: float = 5.0) -> dict[str, Any]:
         """The first record with ``tag`` whose request has ended.
 
-        Long-polls the server, which wakes the moment the request ends, so
+        Long-polls the server, which answers the moment the request ends, so
         this adds no polling latency to a test.
         """
         params = {"tag": tag, "wait_ended": "1", "timeout": str(timeout)}
-        client_timeout = aiohttp.ClientTimeout(total=timeout + 5.0)
-        async with self._http().get("/_control/requests", params=params, timeout=client_timeout) as resp:
-            if resp.status == 408:
-                raise TimeoutError(f"no request tagged {tag!r} ended within {timeout}s")
-            resp.raise_for_status()
-            records: list[dict[str, Any]] = await resp.json()
-        return next(r for r in records if r["ended"] is not None)
+        status, records = await self._call("GET", "/_control/requests", params=params, wait_s=timeout + 5.0)
+        if status == 408:
+            raise TimeoutError(f"no request tagged {tag!r} ended within {timeout}s")
+        if status != 200:
+            raise RuntimeError(f"fake upstream: wait_closed -> {status}: {records}")
+        return next(r for r in cast(list[dict[str, Any]], records) if r["ended"] is not None)

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from . import anthropic_wire, control, ollama_admin, ollama_wire, openai_wire
+from . import anthropic_wire, control, ollama_admin, ollama_wire, openai_errors, openai_wire
 from .state import STATE, FakeState, attach_record, state_of
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -43,7 +43,10 @@ async def record_requests(request: web.Request, handler: Handler) -> web.StreamR
     attach_record(request, rec)
     status: int | None = None
     try:
-        resp = await handler(request)
+        try:
+            resp = await handler(request)
+        except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as exc:
+            resp = _unrouted(request, exc)
         status = resp.status
         return resp
     except web.HTTPException as exc:
@@ -54,6 +57,21 @@ async def record_requests(request: web.Request, handler: Handler) -> web.StreamR
         raise
     finally:
         recorder.close(rec, status=status, client_closed_early=False)
+
+
+def _unrouted(request: web.Request, exc: web.HTTPException) -> web.StreamResponse:
+    """Answer unknown paths the way each provider does, not with aiohttp's text.
+
+    A forge adapter calling a wrong path should see the error body the real
+    provider would send, so its error mapping is exercised honestly.
+    """
+    if request.path.startswith("/v1/"):
+        message = f"Invalid URL ({request.method} {request.path})"
+        return openai_errors.error_response(exc.status, message)
+    if request.path.startswith("/api/"):
+        # Ollama's Go router answers any unrouted method/path like this.
+        return web.Response(status=404, text="404 page not found")
+    raise exc
 
 
 def build_app() -> web.Application:

@@ -31,6 +31,12 @@ def split_template(encoded: bytes) -> tuple[bytes, bytes]:
     return prefix + b'"', b'"' + suffix
 
 
+# The tool-call arguments '{"x": 1}', split the way OpenAI streams them; the
+# Anthropic wire streams the same fragments as input_json_delta.
+TOOL_ARG_FRAGMENTS: Final = ('{"', "x", '":', " ", "1", "}")
+TOOL_ARGUMENTS: Final = "".join(TOOL_ARG_FRAGMENTS)
+
+
 def json_response(
     payload: object,
     status: int = 200,

@@ -1,55 +1,31 @@
-"""Self-test of the fake upstream, driven through the real client libraries.
+"""Self-test of the fake upstream's OpenAI wire and its request recording,
+driven through the official openai SDK (and raw aiohttp for timing).
 
-If these pass, the fake speaks the wire formats well enough for the official
-openai and ollama clients (and litellm, when installed) to accept it, and
-its recordings are accurate enough for cancellation-latency assertions.
+If these pass, the fake speaks the wire format well enough for the real
+client to accept it, and its records are accurate enough for
+cancellation-latency assertions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from typing import Any, cast
 
 import aiohttp
 import httpx
-import ollama
 import openai
 import pytest
-import pytest_asyncio
-from openai.types.chat import (
-    ChatCompletionChunk,
-    ChatCompletionMessageParam,
-    ChatCompletionToolParam,
-)
+from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam, ChatCompletionToolParam
 
 from tests.fakes import FakeUpstream, fake_model
 
-# One fake process per module (spawning costs ~0.4 s, mostly importing
-# aiohttp); tests share its event loop and get a reset fake each.
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-# 3 prompt words; typed separately because the two SDKs want different types.
-USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there world"}]
-OLLAMA_USER: list[Mapping[str, Any]] = [{"role": "user", "content": "hello there world"}]
+USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there world"}]  # 3 words
 TOOLS: list[ChatCompletionToolParam] = [
     {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
 ]
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def shared_fake() -> AsyncIterator[FakeUpstream]:
-    async with FakeUpstream() as upstream:
-        yield upstream
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def fake(shared_fake: FakeUpstream) -> FakeUpstream:
-    await shared_fake.reset()
-    return shared_fake
 
 
 def oai(fake: FakeUpstream, key: str = "x") -> openai.AsyncOpenAI:
@@ -285,149 +261,28 @@ async def test_unpaced_stream_is_cheap(fake: FakeUpstream) -> None:
     assert min(durations) < 0.1, durations
 
 
-# -- Ollama through the official client --------------------------------------
+async def test_stall_delays_only_the_final_chunk(fake: FakeUpstream) -> None:
+    body = {"model": fake_model("gpt-fake", tokens=2, stall_ms=200), "messages": USER, "stream": True}
+    stamps: dict[str, float] = {}
+    async with aiohttp.ClientSession() as http:
+        t0 = time.monotonic()
+        async with http.post(f"{fake.openai_base}/chat/completions", json=body) as resp:
+            async for raw in resp.content:
+                if b'"content":"tok1 ' in raw:
+                    stamps["last_token"] = time.monotonic() - t0
+                elif b'"finish_reason":"stop"' in raw:
+                    stamps["finish"] = time.monotonic() - t0
+    assert stamps["last_token"] < 0.1
+    assert stamps["finish"] - stamps["last_token"] >= 0.19
 
 
-async def test_ollama_chat_stream_and_unary(fake: FakeUpstream) -> None:
-    client = ollama.AsyncClient(host=fake.base_url)
-    parts = [p async for p in await client.chat(model="llama3.2:1b", messages=OLLAMA_USER, stream=True)]
-    unary = await client.chat(model=fake_model("anything", tokens=2), messages=OLLAMA_USER)
-    gen = await client.generate(model="qwen2.5:0.5b", prompt="why is the sky blue")
-    assert "".join(p.message.content or "" for p in parts) == "".join(f"tok{i} " for i in range(8))
-    assert parts[-1].done is True
-    assert parts[-1].done_reason == "stop"
-    assert parts[-1].eval_count == 8
-    assert parts[-1].prompt_eval_count == 3
-    assert unary.message.content == "tok0 tok1 "
-    assert unary.model == "anything"
-    assert gen.response == "".join(f"tok{i} " for i in range(8))
-    assert gen.context == []
-    with pytest.raises(ollama.ResponseError) as missing:
-        await client.chat(model="nope:1b", messages=OLLAMA_USER)
-    assert missing.value.status_code == 404
-
-
-async def test_ollama_models_pull_show_delete_embed(fake: FakeUpstream) -> None:
-    await fake.set_defaults(pull_steps=3, pull_gap_ms=1)
-    client = ollama.AsyncClient(host=fake.base_url)
-    names = [m.model for m in (await client.list()).models]
-    assert names == ["llama3.2:1b", "qwen2.5:0.5b"]
-    shown = await client.show("llama3.2:1b")
-    assert shown.details is not None
-    assert shown.details.family == "llama"
-    assert shown.capabilities == ["completion"]
-    statuses = [p.status async for p in await client.pull("tinyllama", stream=True)]
-    assert statuses[0] == "pulling manifest"
-    assert statuses[-3:] == ["verifying sha256 digest", "writing manifest", "success"]
-    assert len(statuses) == 1 + 2 * 3 + 3
-    assert "tinyllama:latest" in [m.model for m in (await client.list()).models]
-    assert (await client.delete("tinyllama")).status == "success"
-    with pytest.raises(ollama.ResponseError) as gone:
-        await client.delete("tinyllama")
-    assert gone.value.status_code == 404
-    with pytest.raises(ollama.ResponseError, match="file does not exist"):
-        async for _ in await client.pull("doesnotexist", stream=True):
-            pass
-    with pytest.raises(ollama.ResponseError):
-        await client.show("nope")
-    emb = await client.embed(model="llama3.2:1b", input=["a", "b"])
-    assert len(emb.embeddings) == 2
-    assert len(emb.embeddings[0]) == 8
-    assert await fake.pulls() == {"tinyllama:latest": 1, "doesnotexist:latest": 1}
-
-
-async def test_ollama_concurrent_pulls_are_counted(fake: FakeUpstream) -> None:
-    client = ollama.AsyncClient(host=fake.base_url)
-    await asyncio.gather(client.pull("m1"), client.pull("m1"))
-    assert (await fake.pulls())["m1:latest"] == 2
-    assert [r["model"] for r in await fake.requests()] == ["m1", "m1"]
-
-
-async def test_ollama_disconnect_mid_stream(fake: FakeUpstream) -> None:
-    client = ollama.AsyncClient(host=fake.base_url)
-    # The client returns an async generator; its aclose() drops the connection.
-    stream = cast(
-        AsyncGenerator[ollama.ChatResponse, None],
-        await client.chat(
-            model=fake_model("llama3.2:1b", tokens=100, gap_ms=20, tag="o"),
-            messages=OLLAMA_USER,
-            stream=True,
-        ),
-    )
-    seen = 0
-    async for _ in stream:
-        seen += 1
-        if seen == 3:
-            break
-    closed_at = time.monotonic()
-    await stream.aclose()
-    rec = await fake.wait_closed("o", timeout=2)
-    assert rec["client_closed_early"] is True
-    assert 3 <= rec["tokens_sent"] <= 5
-    assert rec["ended"] - closed_at < 0.05
-
-
-async def test_ollama_misc_routes(fake: FakeUpstream) -> None:
-    async with aiohttp.ClientSession(base_url=fake.base_url) as http:
-        async with http.get("/") as resp:
-            assert await resp.text() == "Ollama is running"
-        async with http.head("/") as resp:
-            assert resp.status == 200
-        async with http.get("/api/version") as resp:
-            assert await resp.json() == {"version": "0.12.0"}
-        async with http.get("/api/ps") as resp:
-            assert await resp.json() == {"models": []}
-        async with http.post("/api/embeddings", json={"model": "llama3.2:1b", "prompt": "x"}) as resp:
-            assert len((await resp.json())["embedding"]) == 8
-        async with http.post("/api/chat", json={"model": "llama3.2:1b", "messages": []}) as resp:
-            assert (await resp.json())["done_reason"] == "load"
-
-
-# -- Anthropic wire (raw, and through litellm when available) ---------------
-
-
-async def test_anthropic_stream_events(fake: FakeUpstream) -> None:
-    body: dict[str, Any] = {
-        "model": fake_model("claude-fake", tokens=2),
-        "max_tokens": 100,
-        "messages": USER,
-        "stream": True,
-    }
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(f"{fake.base_url}/v1/messages", json=body) as resp,
-    ):
-        text = await resp.text()
-    events = [line.removeprefix("event: ") for line in text.splitlines() if line.startswith("event: ")]
-    assert events == [
-        "message_start",
-        "content_block_start",
-        "ping",
-        "content_block_delta",
-        "content_block_delta",
-        "content_block_stop",
-        "message_delta",
-        "message_stop",
-    ]
-
-
-async def test_litellm_openai_and_anthropic(fake: FakeUpstream) -> None:
-    # Offline: litellm would otherwise fetch its model-cost map at import.
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    litellm = pytest.importorskip("litellm")
-    via_openai = await litellm.acompletion(
-        model="openai/" + fake_model("gpt-fake", tokens=3),
-        messages=USER,
-        api_base=fake.openai_base,
-        api_key="x",
-    )
-    assert via_openai.choices[0].message.content == "tok0 tok1 tok2 "
-    via_anthropic = await litellm.acompletion(
-        model="anthropic/" + fake_model("claude-fake", tokens=2),
-        messages=USER,
-        api_base=fake.base_url,
-        api_key="x",
-        stream=True,
-    )
-    text = "".join([c.choices[0].delta.content or "" async for c in via_anthropic])
-    assert text == "tok0 tok1 "
+async def test_unknown_routes_answer_like_openai(fake: FakeUpstream) -> None:
+    async with oai(fake) as client:
+        with pytest.raises(openai.NotFoundError):
+            await client.models.retrieve("nope")
+        assert (await client.models.retrieve("gpt-fake")).owned_by == "system"
+    async with aiohttp.ClientSession() as http, http.post(f"{fake.openai_base}/responses", json={}) as resp:
+        assert resp.status == 404
+        error = (await resp.json())["error"]
+    assert error["type"] == "invalid_request_error"
+    assert [r["status"] for r in await fake.requests()] == [404, 200, 404]

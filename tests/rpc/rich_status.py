@@ -28,4 +28,4 @@ def detail(err: grpc.aio.AioRpcError, kind: type[M]) -> M:
 
 
 def reason(err: grpc.aio.AioRpcError) -> str:
-    return detail(err, error_details_pb2.ErrorInfo).reason
+    return str(detail(err, error_details_pb2.ErrorInfo).reason)

@@ -17,7 +17,7 @@ def request(model: str, text: str = "hello there world", **kw: object) -> chat_p
     return chat_pb2.ChatRequest(model=model, messages=[chat_pb2.Message(role="user", content=text)], **kw)  # type: ignore[arg-type]
 
 
-async def collect(stub: chat_pb2_grpc.ChatServiceStub, chat: chat_pb2.ChatRequest) -> list[chat_pb2.ChatEvent]:
+async def collect(stub: chat_pb2_grpc.ChatServiceAsyncStub, chat: chat_pb2.ChatRequest) -> list[chat_pb2.ChatEvent]:
     return [e async for e in stub.StreamChatCompletion(chat_pb2.StreamChatCompletionRequest(chat=chat))]
 
 

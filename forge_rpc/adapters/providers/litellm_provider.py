@@ -35,8 +35,9 @@ __all__ = ["LitellmProvider", "load_litellm"]
 def load_litellm() -> Any:
     """Imports litellm once, quietly (the caller sets LITELLM_LOCAL_MODEL_COST_MAP before start-up)."""
     litellm = importlib.import_module("litellm")
-    litellm.suppress_debug_info = True
-    litellm.drop_params = True
+    # Module-level switches: no "Provider List" banners on stderr; drop params a provider does not take.
+    setattr(litellm, "suppress_debug_info", True)  # noqa: B010 - untyped module attribute
+    setattr(litellm, "drop_params", True)  # noqa: B010
     return litellm
 
 

@@ -152,7 +152,8 @@ class OllamaProvider:
             owned_by="ollama",
             capabilities=["chat", "completion"],
             size_bytes=int(m.size or 0),
-            digest=m.digest or "",
+            # /api/tags gives bare hex; pulls and the seeds spell digests "sha256:<hex>".
+            digest=m.digest if not m.digest or ":" in m.digest else f"sha256:{m.digest}",
             modified_at=m.modified_at.timestamp() if m.modified_at else None,
             family=(details.family or "") if details else "",
             families=list(details.families or []) if details else [],

@@ -1019,3 +1019,110 @@ class QueryResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QueryResponse: _TypeAlias = QueryResponse  # noqa: Y015
+
+@_typing.final
+class CreateEmbeddingsRequest(_message.Message):
+    """Request of RagService.CreateEmbeddings (OpenAI's embeddings request)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUT_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    DIMENSIONS_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """Embedder as "<provider>/<model>" ("local/all-MiniLM-L6-v2", "openai/text-embedding-3-small",
+    "ollama/nomic-embed-text") or a model name listed with the "embeddings" capability; empty means the
+    default (local) embedder.
+    """
+    dimensions: _builtins.int
+    """Shorten the vectors to this length, for models that support it."""
+    user: _builtins.str
+    """End-user identifier passed to the provider for abuse monitoring."""
+    @_builtins.property
+    def input(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Texts to embed (at most 2,048 per call)."""
+
+    def __init__(
+        self,
+        *,
+        input: _abc.Iterable[_builtins.str] | None = ...,
+        model: _builtins.str = ...,
+        dimensions: _builtins.int | None = ...,
+        user: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions", "dimensions", b"dimensions"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions", "dimensions", b"dimensions", "input", b"input", "model", b"model", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__dimensions: _TypeAlias = _typing.Literal["dimensions"]  # noqa: Y015
+    _WhichOneofArgType__dimensions: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__dimensions) -> _WhichOneofReturnType__dimensions | None: ...
+
+Global___CreateEmbeddingsRequest: _TypeAlias = CreateEmbeddingsRequest  # noqa: Y015
+
+@_typing.final
+class Embedding(_message.Message):
+    """One text's vector."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    EMBEDDING_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """Position of the text in the request's input."""
+    @_builtins.property
+    def embedding(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """The vector."""
+
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        embedding: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["embedding", b"embedding", "index", b"index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Embedding: _TypeAlias = Embedding  # noqa: Y015
+
+@_typing.final
+class CreateEmbeddingsResponse(_message.Message):
+    """Response of RagService.CreateEmbeddings (OpenAI's embeddings response)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    DIMENSION_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The embedder that produced them."""
+    dimension: _builtins.int
+    """Length of each vector."""
+    @_builtins.property
+    def data(self) -> _containers.RepeatedCompositeFieldContainer[Global___Embedding]:
+        """One vector per input text, in input order."""
+
+    @_builtins.property
+    def usage(self) -> _usage_pb2.Usage:
+        """Prompt tokens embedded and their cost (zero cost for the local embedder)."""
+
+    def __init__(
+        self,
+        *,
+        data: _abc.Iterable[Global___Embedding] | None = ...,
+        model: _builtins.str = ...,
+        usage: _usage_pb2.Usage | None = ...,
+        dimension: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "dimension", b"dimension", "model", b"model", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateEmbeddingsResponse: _TypeAlias = CreateEmbeddingsResponse  # noqa: Y015

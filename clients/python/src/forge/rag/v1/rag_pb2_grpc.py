@@ -88,6 +88,11 @@ class RagServiceStub:
                 request_serializer=forge_dot_rag_dot_v1_dot_rag__pb2.QueryRequest.SerializeToString,
                 response_deserializer=forge_dot_rag_dot_v1_dot_rag__pb2.QueryResponse.FromString,
                 _registered_method=True)
+        self.CreateEmbeddings = channel.unary_unary(
+                '/forge.rag.v1.RagService/CreateEmbeddings',
+                request_serializer=forge_dot_rag_dot_v1_dot_rag__pb2.CreateEmbeddingsRequest.SerializeToString,
+                response_deserializer=forge_dot_rag_dot_v1_dot_rag__pb2.CreateEmbeddingsResponse.FromString,
+                _registered_method=True)
 
 
 class RagServiceServicer:
@@ -171,6 +176,14 @@ class RagServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateEmbeddings(self, request, context):
+        """Turns texts into vectors with any embedder RAG can use (the local offline one by default, or a provider's
+        embeddings model). The edge's OpenAI-format `POST /v1/embeddings` is served by this RPC.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RagServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -223,6 +236,11 @@ def add_RagServiceServicer_to_server(servicer, server):
                     servicer.Query,
                     request_deserializer=forge_dot_rag_dot_v1_dot_rag__pb2.QueryRequest.FromString,
                     response_serializer=forge_dot_rag_dot_v1_dot_rag__pb2.QueryResponse.SerializeToString,
+            ),
+            'CreateEmbeddings': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateEmbeddings,
+                    request_deserializer=forge_dot_rag_dot_v1_dot_rag__pb2.CreateEmbeddingsRequest.FromString,
+                    response_serializer=forge_dot_rag_dot_v1_dot_rag__pb2.CreateEmbeddingsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -499,6 +517,33 @@ class RagService:
             '/forge.rag.v1.RagService/Query',
             forge_dot_rag_dot_v1_dot_rag__pb2.QueryRequest.SerializeToString,
             forge_dot_rag_dot_v1_dot_rag__pb2.QueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateEmbeddings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/forge.rag.v1.RagService/CreateEmbeddings',
+            forge_dot_rag_dot_v1_dot_rag__pb2.CreateEmbeddingsRequest.SerializeToString,
+            forge_dot_rag_dot_v1_dot_rag__pb2.CreateEmbeddingsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -65,6 +65,10 @@ class RagServiceStub:
     """Finds the chunks most relevant to a question and, with `generate_response`, answers it from them with the
     chosen model, citing the documents used and reporting the generation's usage.
     """
+    CreateEmbeddings: _grpc.UnaryUnaryMultiCallable[_rag_pb2.CreateEmbeddingsRequest, _rag_pb2.CreateEmbeddingsResponse]
+    """Turns texts into vectors with any embedder RAG can use (the local offline one by default, or a provider's
+    embeddings model). The edge's OpenAI-format `POST /v1/embeddings` is served by this RPC.
+    """
 
 @_typing.type_check_only
 class RagServiceAsyncStub(RagServiceStub):
@@ -102,6 +106,10 @@ class RagServiceAsyncStub(RagServiceStub):
     Query: _aio.UnaryUnaryMultiCallable[_rag_pb2.QueryRequest, _rag_pb2.QueryResponse]  # type: ignore[assignment]
     """Finds the chunks most relevant to a question and, with `generate_response`, answers it from them with the
     chosen model, citing the documents used and reporting the generation's usage.
+    """
+    CreateEmbeddings: _aio.UnaryUnaryMultiCallable[_rag_pb2.CreateEmbeddingsRequest, _rag_pb2.CreateEmbeddingsResponse]  # type: ignore[assignment]
+    """Turns texts into vectors with any embedder RAG can use (the local offline one by default, or a provider's
+    embeddings model). The edge's OpenAI-format `POST /v1/embeddings` is served by this RPC.
     """
 
 class RagServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -197,6 +205,16 @@ class RagServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_rag_pb2.QueryResponse, _abc.Awaitable[_rag_pb2.QueryResponse]]:
         """Finds the chunks most relevant to a question and, with `generate_response`, answers it from them with the
         chosen model, citing the documents used and reporting the generation's usage.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateEmbeddings(
+        self,
+        request: _rag_pb2.CreateEmbeddingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rag_pb2.CreateEmbeddingsResponse, _abc.Awaitable[_rag_pb2.CreateEmbeddingsResponse]]:
+        """Turns texts into vectors with any embedder RAG can use (the local offline one by default, or a provider's
+        embeddings model). The edge's OpenAI-format `POST /v1/embeddings` is served by this RPC.
         """
 
 def add_RagServiceServicer_to_server(servicer: RagServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

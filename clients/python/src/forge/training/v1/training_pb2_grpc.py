@@ -168,7 +168,8 @@ class TrainingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PauseJob(self, request, context):
-        """Pauses a running job at its next checkpoint (it ends PAUSED, releasing its worker).
+        """Pauses a job: a queued one at once, a running one at its next checkpoint (`pause_requested` until then);
+        it then stays PAUSED, releasing its worker, until ResumeJob.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -49,7 +49,9 @@ class TrainingServiceStub:
     group is stopped within seconds, and it ends CANCELLED keeping what it logged.
     """
     PauseJob: _grpc.UnaryUnaryMultiCallable[_training_pb2.PauseJobRequest, _training_pb2.Job]
-    """Pauses a running job at its next checkpoint (it ends PAUSED, releasing its worker)."""
+    """Pauses a job: a queued one at once, a running one at its next checkpoint (`pause_requested` until then);
+    it then stays PAUSED, releasing its worker, until ResumeJob.
+    """
     ResumeJob: _grpc.UnaryUnaryMultiCallable[_training_pb2.ResumeJobRequest, _training_pb2.Job]
     """Resumes a paused job from its last checkpoint (it is queued again)."""
     WatchJob: _grpc.UnaryStreamMultiCallable[_training_pb2.WatchJobRequest, _training_pb2.JobUpdate]
@@ -105,7 +107,9 @@ class TrainingServiceAsyncStub(TrainingServiceStub):
     group is stopped within seconds, and it ends CANCELLED keeping what it logged.
     """
     PauseJob: _aio.UnaryUnaryMultiCallable[_training_pb2.PauseJobRequest, _training_pb2.Job]  # type: ignore[assignment]
-    """Pauses a running job at its next checkpoint (it ends PAUSED, releasing its worker)."""
+    """Pauses a job: a queued one at once, a running one at its next checkpoint (`pause_requested` until then);
+    it then stays PAUSED, releasing its worker, until ResumeJob.
+    """
     ResumeJob: _aio.UnaryUnaryMultiCallable[_training_pb2.ResumeJobRequest, _training_pb2.Job]  # type: ignore[assignment]
     """Resumes a paused job from its last checkpoint (it is queued again)."""
     WatchJob: _aio.UnaryStreamMultiCallable[_training_pb2.WatchJobRequest, _training_pb2.JobUpdate]  # type: ignore[assignment]
@@ -188,7 +192,9 @@ class TrainingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _training_pb2.PauseJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_training_pb2.Job, _abc.Awaitable[_training_pb2.Job]]:
-        """Pauses a running job at its next checkpoint (it ends PAUSED, releasing its worker)."""
+        """Pauses a job: a queued one at once, a running one at its next checkpoint (`pause_requested` until then);
+        it then stays PAUSED, releasing its worker, until ResumeJob.
+        """
 
     @_abc_1.abstractmethod
     def ResumeJob(
