@@ -9,8 +9,13 @@ import time
 from dataclasses import dataclass, field
 
 import grpc
+from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
+from gateway.app import build_edge, start_edge
+from gateway.invoke import Invoker, LocalInvoker
+from gateway.keys import EdgeConfig
 
 from ..adapters.accounting import LocalTokenCounter, PriceTable
 from ..adapters.providers.directory import ConfiguredModel, ProviderDirectory
@@ -59,9 +64,25 @@ class ForgeApp:
     health: health.aio.HealthServicer
     server: grpc.aio.Server | None = None
     grpc_port: int = 0
+    http_port: int = 0
+    edge: web.AppRunner | None = None
     started_at: float = field(default_factory=time.time)
 
     async def start(self) -> None:
+        await self.start_core()
+        if self.config.http.enabled:
+            await self.start_edge(LocalInvoker(self.methods))
+
+    async def start_edge(self, invoker: Invoker) -> None:
+        """The HTTP edge in this process and event loop, over the given invoker."""
+        edge = build_edge(invoker, EdgeConfig(version=self.config.version, started_at=self.started_at))
+        # aiohttp waits up to the grace period for handlers at shutdown, then cancels them (and their core calls).
+        self.edge, self.http_port = await start_edge(
+            edge, self.config.http.host, self.config.http.port, self.config.grpc.shutdown_grace_s
+        )
+        log.info("HTTP listening on %s:%d", self.config.http.host, self.http_port)
+
+    async def start_core(self) -> None:
         self.server = grpc.aio.server(options=_server_options(self.config))
         self.server.add_generic_rpc_handlers(grpc_handlers(self.methods))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -91,8 +112,11 @@ class ForgeApp:
         """Health goes NOT_SERVING first (so balancers drain), in-flight calls get `grace` seconds, then the
         rest are cancelled."""
         await self.health.enter_graceful_shutdown()
-        if self.server is not None:
-            await self.server.stop(self.config.grpc.shutdown_grace_s if grace is None else grace)
+        grace = self.config.grpc.shutdown_grace_s if grace is None else grace
+        await asyncio.gather(
+            *([self.server.stop(grace)] if self.server is not None else []),
+            *([self.edge.cleanup()] if self.edge is not None else []),
+        )
         await self.directory.close()
 
     async def wait(self) -> None:

@@ -61,6 +61,8 @@ class HttpConfig:
     """Interface the HTTP edge binds."""
     port: int = 8000
     """HTTP port (`--http-port`, `FORGE_HTTP_PORT`)."""
+    enabled: bool = True
+    """Serve the HTTP edge in the same process (`--no-http` turns it off)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,8 +224,12 @@ def _apply(cfg: ForgeConfig, overrides: Mapping[str, Any]) -> ForgeConfig:
         cfg = replace(cfg, grpc=replace(cfg.grpc, port=int(o["grpc_port"])))
     if "grpc_host" in o:
         cfg = replace(cfg, grpc=replace(cfg.grpc, host=str(o["grpc_host"])))
+    if "http_host" in o:
+        cfg = replace(cfg, http=replace(cfg.http, host=str(o["http_host"])))
     if "http_port" in o:
         cfg = replace(cfg, http=replace(cfg.http, port=int(o["http_port"])))
+    if "http_enabled" in o:
+        cfg = replace(cfg, http=replace(cfg.http, enabled=bool(o["http_enabled"])))
     if "data_dir" in o:
         cfg = replace(cfg, data_dir=Path(o["data_dir"]).expanduser())
     if "shutdown_grace_s" in o:

@@ -1,30 +1,13 @@
-"""Every forge service this server exposes, and where the ones not implemented yet are planned."""
+"""Every forge service this server exposes (the generated registry), and where unimplemented ones are planned."""
 
 from __future__ import annotations
 
-from forge.analytics.v1 import analytics_pb2
-from forge.auth.v1 import auth_pb2
-from forge.chat.v1 import chat_pb2
-from forge.models.v1 import models_pb2
-from forge.rag.v1 import rag_pb2
-from forge.routing.v1 import routing_pb2
-from forge.training.v1 import training_pb2
+from forge.registry import SERVICES as _ALL
 from google.protobuf.descriptor import ServiceDescriptor
 
 __all__ = ["PLANNED_IN", "SERVICES"]
 
-SERVICES: dict[str, ServiceDescriptor] = {
-    d.full_name: d
-    for d in (
-        chat_pb2.DESCRIPTOR.services_by_name["ChatService"],
-        models_pb2.DESCRIPTOR.services_by_name["ModelsService"],
-        rag_pb2.DESCRIPTOR.services_by_name["RagService"],
-        training_pb2.DESCRIPTOR.services_by_name["TrainingService"],
-        analytics_pb2.DESCRIPTOR.services_by_name["AnalyticsService"],
-        routing_pb2.DESCRIPTOR.services_by_name["RoutingService"],
-        auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
-    )
-}
+SERVICES: dict[str, ServiceDescriptor] = {d.full_name: d for d in _ALL}
 
 # Named in UNIMPLEMENTED answers so a caller knows the RPC is designed, not forgotten.
 PLANNED_IN = {

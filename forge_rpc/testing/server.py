@@ -1,10 +1,12 @@
-"""`running_forge`: the production builder on port 0, for tests (forge's own and its users')."""
+"""`running_forge`: the production builder on free ports, for tests (forge's own and its users')."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+
+from gateway.invoke import ChannelInvoker
 
 from ..server.app import ForgeApp, build
 from ..server.config import ForgeConfig
@@ -13,12 +15,23 @@ __all__ = ["running_forge"]
 
 
 @asynccontextmanager
-async def running_forge(config: ForgeConfig, grace: float = 0.5) -> AsyncIterator[ForgeApp]:
-    """Starts forge's gRPC server on 127.0.0.1 and a free port; `app.grpc_port` says which."""
-    config = dataclasses.replace(config, grpc=dataclasses.replace(config.grpc, host="127.0.0.1", port=0))
+async def running_forge(config: ForgeConfig, grace: float = 0.5, *, http: bool = True, split: bool = False) -> AsyncIterator[ForgeApp]:
+    """Starts forge on 127.0.0.1 and free ports: `app.grpc_port`, and with `http` the edge's `app.http_port`.
+    With `split`, the edge reaches the core over a gRPC channel (as when deployed apart) instead of in process."""
+    config = dataclasses.replace(
+        config,
+        grpc=dataclasses.replace(config.grpc, host="127.0.0.1", port=0, shutdown_grace_s=grace),
+        http=dataclasses.replace(config.http, host="127.0.0.1", port=0, enabled=http and not split),
+    )
     app = build(config)
     await app.start()
+    channel_invoker = None
+    if http and split:
+        channel_invoker = ChannelInvoker(f"127.0.0.1:{app.grpc_port}")
+        await app.start_edge(channel_invoker)
     try:
         yield app
     finally:
         await app.stop(grace)
+        if channel_invoker is not None:
+            await channel_invoker.close()

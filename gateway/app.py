@@ -1,0 +1,59 @@
+"""The aiohttp edge: builds the application over an Invoker and runs it with handler cancellation on, so a
+client that leaves cancels its handler and, through it, the core call and the upstream request."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from .call_metadata import REQUEST_ID
+from .invoke import Invoker
+from .keys import CONFIG, INVOKER, EdgeConfig
+from .openai import setup_openai
+from .transcode import setup_docs, setup_transcoding
+from .ws import setup_ws
+
+__all__ = ["build_edge", "start_edge"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+STARTED = web.RequestKey("forge_started", float)
+
+
+@web.middleware
+async def request_id_header(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Echoes the request id on every answer; streaming handlers set it before their first byte themselves."""
+    request[STARTED] = time.perf_counter()
+    response = await handler(request)
+    rid = request.get(REQUEST_ID)
+    if rid and not response.prepared:
+        response.headers.setdefault("x-request-id", rid)
+    return response
+
+
+def build_edge(invoker: Invoker, config: EdgeConfig | None = None) -> web.Application:
+    cfg = config or EdgeConfig()
+    app = web.Application(middlewares=[request_id_header], client_max_size=cfg.max_body_bytes)
+    app[INVOKER] = invoker
+    app[CONFIG] = cfg
+    # OpenAI's paths first: where a seed path collides with OpenAI's, real clients speak OpenAI.
+    setup_openai(app)
+    setup_ws(app)
+    setup_transcoding(app)
+    setup_docs(app)
+    return app
+
+
+async def start_edge(
+    app: web.Application, host: str, port: int, shutdown_timeout: float = 10.0
+) -> tuple[web.AppRunner, int]:
+    """Starts listening; returns the runner (for cleanup) and the bound port (port 0 picks a free one)."""
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    bound = sockets[0].getsockname()[1] if sockets else port
+    return runner, int(bound)
