@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from dataclasses import dataclass, field
 
@@ -14,15 +15,17 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gateway.app import build_edge, start_edge
-from gateway.invoke import Invoker, LocalInvoker
+from gateway.invoke import ChannelInvoker, Invoker, LocalInvoker
 from gateway.keys import EdgeConfig
 
 from ..adapters.accounting import LocalTokenCounter, PriceTable
 from ..adapters.providers.directory import ConfiguredModel, ProviderDirectory
 from ..adapters.providers.factory import ProviderSpec, classify
+from ..adapters.providers.health_monitor import HealthMonitor
 from ..domain import ChatEngine, PullHub
 from ..services.chat import ChatServicer
 from ..services.models import ModelsServicer
+from ..services.system_health import SystemHealthServicer
 from .config import DeploymentConfig, ForgeConfig
 from .methods import MethodTable, build_method_table, grpc_handlers
 from .services import PLANNED_IN, SERVICES
@@ -125,7 +128,7 @@ class ForgeApp:
 
 
 # Services whose dependencies are all in process today; the others report NOT_SERVING until they land.
-_READY = {"forge.chat.v1.ChatService", "forge.models.v1.ModelsService"}
+_READY = {"forge.chat.v1.ChatService", "forge.models.v1.ModelsService", "forge.routing.v1.RoutingService"}
 
 
 def build(config: ForgeConfig) -> ForgeApp:
@@ -137,23 +140,46 @@ def build(config: ForgeConfig) -> ForgeApp:
         ttl_s=config.providers.discovery_ttl_s,
     )
     engine = ChatEngine(directory, directory.providers, LocalTokenCounter(), PriceTable())
+    started_at = time.time()
+    monitor = HealthMonitor(directory)
     servicers = {
         SERVICES["forge.chat.v1.ChatService"]: ChatServicer(engine),
         SERVICES["forge.models.v1.ModelsService"]: ModelsServicer(directory, PullHub()),
+        SERVICES["forge.routing.v1.RoutingService"]: SystemHealthServicer(
+            monitor, config.version, started_at, config.status_watch_interval_s
+        ),
     }
     table = build_method_table({d: servicers.get(d) for d in SERVICES.values()}, PLANNED_IN)
     hs = health.aio.HealthServicer()
-    return ForgeApp(config, directory, table, hs)
+    return ForgeApp(config, directory, table, hs, started_at=started_at)
 
 
-async def run_until_signal(app: ForgeApp) -> None:
-    import signal
-
+def _stop_event() -> asyncio.Event:
+    """Set on SIGTERM/SIGINT; installed before anything listens, so an early signal is never fatal."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def run_until_signal(app: ForgeApp) -> None:
+    stop = _stop_event()
     await app.start()
     await stop.wait()
     log.info("shutting down: draining for up to %.0fs", app.config.grpc.shutdown_grace_s)
     await app.stop()
+
+
+async def run_edge_only(config: ForgeConfig, core_address: str) -> None:
+    """The edge deployed apart from the core: the same routes over a gRPC channel to `core_address`."""
+    stop = _stop_event()
+    invoker = ChannelInvoker(core_address)
+    edge = build_edge(invoker, EdgeConfig(version=config.version))
+    runner, port = await start_edge(edge, config.http.host, config.http.port, config.grpc.shutdown_grace_s)
+    log.info("HTTP edge listening on %s:%d, core at %s", config.http.host, port, core_address)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await invoker.close()

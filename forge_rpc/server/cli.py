@@ -22,6 +22,13 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the gRPC core (and the HTTP edge)", description="Run forge.")
     serve.add_argument("--config", type=Path, help="YAML config file (env FORGE_CONFIG); LiteLLM model_list accepted")
     serve.add_argument("--grpc-port", type=int, help="gRPC port (env FORGE_GRPC_PORT, default 50051)")
+    serve.add_argument("--http-port", type=int, help="HTTP edge port (env FORGE_HTTP_PORT, default 8000)")
+    serve.add_argument("--no-http", action="store_true", help="serve gRPC only, no HTTP edge")
+    serve.add_argument(
+        "--core-address",
+        default=os.environ.get("FORGE_CORE_ADDRESS"),
+        help="run only the HTTP edge, calling a forge core at HOST:PORT over gRPC (env FORGE_CORE_ADDRESS)",
+    )
     serve.add_argument("--data-dir", type=Path, help="data directory (env FORGE_DATA_DIR)")
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING… (env FORGE_LOG_LEVEL)")
 
@@ -67,11 +74,17 @@ def main(argv: Sequence[str] | None = None) -> None:
 def _serve(args: argparse.Namespace) -> None:
     # Must be set before litellm is imported anywhere, or it fetches its price map from the network.
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    from .app import build, run_until_signal
+    from .app import build, run_edge_only, run_until_signal
     from .config import ConfigError, load_config
 
     try:
-        config = load_config(args.config, grpc_port=args.grpc_port, data_dir=args.data_dir)
+        config = load_config(
+            args.config,
+            grpc_port=args.grpc_port,
+            http_port=args.http_port,
+            http_enabled=False if args.no_http else None,
+            data_dir=args.data_dir,
+        )
     except ConfigError as exc:
         sys.exit(f"forge: {exc}")
     logging.basicConfig(
@@ -79,6 +92,9 @@ def _serve(args: argparse.Namespace) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     try:
-        asyncio.run(run_until_signal(build(config)))
+        if args.core_address:
+            asyncio.run(run_edge_only(config, args.core_address))
+        else:
+            asyncio.run(run_until_signal(build(config)))
     except OSError as exc:
         sys.exit(f"forge: {exc}")

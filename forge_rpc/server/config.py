@@ -103,6 +103,8 @@ class ForgeConfig:
     data_dir: Path = field(default_factory=lambda: Path("~/.local/share/forge").expanduser())
     log_level: str = "INFO"
     version: str = "0.1.0"
+    status_watch_interval_s: float = 5.0
+    """How often WatchServiceStatus (and /ws `service_status`) re-probes providers."""
 
 
 _GRPC, _HTTP, _PROVIDERS = GrpcConfig(), HttpConfig(), ProvidersConfig()

@@ -204,6 +204,16 @@ class OpenAICompatProvider:
             raise ProviderUnavailable(self.kind, f"error in stream: {message}")
         return chunk
 
+    async def reachable(self) -> bool:
+        """Whether the API answers at all (any HTTP status below 500 counts: a 401 still proves it is up)."""
+        try:
+            async with self._client().get(
+                self._models_url, headers=self._headers, timeout=aiohttp.ClientTimeout(total=2)
+            ) as resp:
+                return resp.status < 500
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return False
+
     async def list_upstream_models(self) -> list[str]:
         """Model ids the provider lists at /models (used to expand wildcard deployments)."""
         try:

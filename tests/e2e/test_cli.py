@@ -1,0 +1,115 @@
+"""The `forge` command as a user runs it: `forge serve` in its own process, the client commands against it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from tests.fakes import FakeUpstream
+
+pytestmark = pytest.mark.asyncio
+
+FORGE = str(Path(sys.executable).parent / "forge")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def run(*args: str, timeout: float = 30) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        FORGE, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest_asyncio.fixture(scope="module")
+async def served(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """`forge serve` on free ports with Ollama discovered at the fake; yields the gRPC address."""
+    grpc_port, http_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "OLLAMA_HOST": fake.base_url,
+        "FORGE_DATA_DIR": str(tmp_path_factory.mktemp("data")),
+        "FORGE_HTTP_PORT": str(http_port),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        FORGE, "serve", "--grpc-port", str(grpc_port), env=env, stderr=asyncio.subprocess.PIPE
+    )
+    assert proc.stderr is not None
+    while b"HTTP listening" not in (line := await asyncio.wait_for(proc.stderr.readline(), 30)):
+        assert line, "forge serve exited during start-up"
+    try:
+        yield f"127.0.0.1:{grpc_port}"
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 15)
+
+
+async def test_chat_streams_tokens_to_the_terminal(served: str) -> None:
+    code, out, err = await run("chat", "hello there", "-m", "ollama/llama3.2@tokens=4", "--address", served)
+    assert code == 0, err
+    assert out.strip() == "tok0 tok1 tok2 tok3"
+    assert "via ollama" in err
+
+
+async def test_models_list_pull_rm(served: str) -> None:
+    code, out, _ = await run("models", "--address", served, "list")
+    assert code == 0
+    assert "llama3.2:1b" in out
+    code, _, err = await run("models", "--address", served, "pull", "cli-model:1b")
+    assert code == 0
+    assert "%" in err  # the progress bar
+    assert "pulled cli-model:1b" in err
+    _, out, _ = await run("models", "--address", served, "list")
+    assert "cli-model:1b" in out
+    code, out, _ = await run("models", "--address", served, "rm", "cli-model:1b")
+    assert code == 0
+    assert "deleted" in out
+
+
+async def test_unknown_model_is_a_clear_error_not_a_traceback(served: str) -> None:
+    code, _, err = await run("chat", "hi", "-m", "nope", "--address", served)
+    assert code == 1
+    assert "NOT_FOUND" in err
+    assert "Traceback" not in err
+
+
+async def test_health_lists_services(served: str) -> None:
+    code, out, _ = await run("health", "--address", served)
+    assert code == 0
+    assert "forge.chat.v1.ChatService" in out
+    assert "SERVING" in out
+
+
+async def test_sigterm_stops_serve_cleanly(fake: FakeUpstream, tmp_path: Path) -> None:
+    env = {**os.environ, "OLLAMA_HOST": fake.base_url, "FORGE_DATA_DIR": str(tmp_path)}
+    proc = await asyncio.create_subprocess_exec(
+        FORGE, "serve", "--grpc-port", str(free_port()), "--http-port", str(free_port()),
+        env=env, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    while b"HTTP listening" not in await asyncio.wait_for(proc.stderr.readline(), 30):
+        pass
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), 15) == 0
+
+
+async def test_help_on_every_command() -> None:
+    for args in (["--help"], ["serve", "--help"], ["chat", "--help"], ["models", "--help"], ["health", "--help"]):
+        code, out, _ = await run(*args)
+        assert code == 0
+        assert "usage: forge" in out
