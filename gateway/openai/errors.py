@@ -20,6 +20,7 @@ __all__ = ["OpenAIError", "from_invoke", "from_stream_error", "invalid_request"]
 
 # ErrorInfo reasons that have an OpenAI `code` clients already test for; other reasons are sent lower-cased.
 _CODES = {
+    "INVALID_ARGUMENT": "invalid_value",
     "MODEL_NOT_FOUND": "model_not_found",
     "PROVIDER_RATE_LIMITED": "rate_limit_exceeded",
     "RESOURCE_EXHAUSTED": "rate_limit_exceeded",

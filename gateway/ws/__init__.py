@@ -1,9 +1,8 @@
-"""The /ws subscription channel (placeholder until it lands)."""
+"""The /ws subscription channel: one WebSocket carrying many subscriptions to server-streaming RPCs, each
+upstream stream shared by every subscriber in the process through bounded, latest-wins mailboxes."""
 
-from aiohttp import web
+from .hub import Hub
+from .routes import HUB, SESSIONS, setup_ws
+from .topics import TOPICS, Topic
 
-__all__ = ["setup_ws"]
-
-
-def setup_ws(app: web.Application) -> None:
-    return None
+__all__ = ["HUB", "SESSIONS", "TOPICS", "Hub", "Topic", "setup_ws"]

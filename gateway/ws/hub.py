@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -46,7 +47,7 @@ class Failure:
 
 COMPLETE: Final = Complete()
 Item = Event | Complete | Failure
-Source = Callable[[], AsyncIterator[bytes]]
+Source = Callable[[], AsyncGenerator[bytes, None]]
 """Opens the upstream stream; called once per running stream, by the first subscriber's request."""
 
 
@@ -126,8 +127,9 @@ class Hub:
     async def _read(self, key: StreamKey, stream: _Stream, source: Source) -> None:
         end: Item
         try:
-            async for data in source():
-                self._emit(key, stream, Event(data))
+            async with aclosing(source()) as events:
+                async for data in events:
+                    self._emit(key, stream, Event(data))
         except InvokeError as err:
             end = Failure(err.message, error_reason(err))
         except Exception as exc:

@@ -7,7 +7,7 @@ message (so both field spellings work and unknown fields are refused), responses
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -83,7 +83,7 @@ def resolve(
 
 async def event_payloads(
     invoker: Invoker, method: str, request: Message, metadata: Sequence[tuple[str, str]]
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The stream's responses as the JSON of an event's `data`, serialized once for all subscribers.
 
     No deadline: a watch lasts as long as someone listens; unsubscribing cancels it."""

@@ -1,0 +1,214 @@
+"""`POST /v1/chat/completions` with `stream: true`: ChatEvents from the core → SSE framed exactly as OpenAI frames
+it (role chunk, content/tool-call deltas, finish chunk, optional usage chunk with `choices: []`, `[DONE]`).
+
+This is the hot path. Every chunk of a stream shares id/created/model, so the JSON around the content is encoded
+once per request into byte templates; a content chunk costs one `orjson.dumps` of the text and two byte
+concatenations — no per-chunk dicts or models — and one `resp.write` per core event, flushed as it comes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import cast
+
+import orjson
+from aiohttp import web
+from forge.chat.v1 import chat_pb2
+
+from ..call_metadata import REQUEST_ID
+from ..invoke import InvokeError, Metadata
+from ..keys import CONFIG, INVOKER
+from .errors import from_invoke, from_stream_error
+from .translate import FINISH_REASONS, ChatCall, usage_json
+
+__all__ = ["ChunkFrames", "stream_chat"]
+
+STREAM = "/forge.chat.v1.ChatService/StreamChatCompletion"
+DONE = b"data: [DONE]\n\n"
+PING = b": ping\n\n"
+_SSE_HEADERS = {
+    "content-type": "text/event-stream",
+    "cache-control": "no-cache",
+    # nginx buffers proxied responses unless told not to, which would hold tokens back.
+    "x-accel-buffering": "no",
+}
+
+
+class ChunkFrames:
+    """Pre-encoded `chat.completion.chunk` bytes for one stream."""
+
+    __slots__ = ("_close", "_finish_close", "_open", "_usage_open", "content_prefix", "content_suffix", "role")
+
+    def __init__(self, completion_id: str, created: int, model: str, include_usage: bool) -> None:
+        head = orjson.dumps(
+            {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "system_fingerprint": None,
+            }
+        )[:-1]
+        # With include_usage OpenAI adds "usage": null to every chunk before the usage chunk; else the key is absent.
+        usage_null = b',"usage":null' if include_usage else b""
+        self._open = b"data: " + head + b',"choices":[{"index":0,"delta":'
+        self._close = b',"logprobs":null,"finish_reason":null}]' + usage_null + b"}\n\n"
+        self._finish_close = b"}]" + usage_null + b"}\n\n"
+        self._usage_open = (b"data: " + head + b',"choices":[],"usage":') if include_usage else b""
+        self.content_prefix = self._open + b'{"content":'
+        self.content_suffix = b"}" + self._close
+        self.role = self._open + b'{"role":"assistant","content":""}' + self._close
+
+    def tool_call(self, t: chat_pb2.ToolCallDelta) -> bytes:
+        # The first fragment of a call carries its id and name; later ones only more arguments.
+        function: dict[str, str] = {"name": t.name, "arguments": t.arguments} if t.name else {"arguments": t.arguments}
+        call: dict[str, object] = {"index": t.index}
+        if t.id:
+            call["id"] = t.id
+            call["type"] = "function"
+        call["function"] = function
+        return self._open + orjson.dumps({"tool_calls": [call]}) + self._close
+
+    def finish(self, reason: str, usage: bytes | None) -> bytes:
+        """The finish chunk, the usage chunk when asked for, and `[DONE]`: the end of a stream in one write."""
+        out = self._open + b'{},"logprobs":null,"finish_reason":"' + reason.encode() + b'"' + self._finish_close
+        if self._usage_open:
+            out += self._usage_open + (usage or b"null") + b"}\n\n"
+        return out + DONE
+
+
+class Heartbeat:
+    """`: ping` comments while the first event is awaited, so proxies keep a slow prefill's stream open.
+
+    It runs beside the handler rather than the handler waiting on a task of its own: the core call must be
+    iterated by the handler's task (its deadline and request-id context live in that task)."""
+
+    def __init__(self, request: web.Request, resp: web.StreamResponse, interval: float) -> None:
+        self._request, self._resp, self._interval = request, resp, interval
+        self._lock = asyncio.Lock()
+        self._stopped = False
+        self._task = asyncio.create_task(self._run()) if interval > 0 else None
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(self._interval)
+                async with self._lock:
+                    if self._stopped:
+                        return
+                    if not self._resp.prepared:
+                        await self._resp.prepare(self._request)
+                    await self._resp.write(PING)
+        except ConnectionError:
+            return  # the client left: aiohttp cancels the handler, which closes the core call
+
+    async def stop(self) -> None:
+        """When this returns, no ping is being written and none will be."""
+        self._stopped = True
+        if self._task is not None and not self._task.done():
+            async with self._lock:  # let a ping in progress finish its write
+                pass
+            self._task.cancel()
+
+    def cancel(self) -> None:
+        self._stopped = True
+        if self._task is not None:
+            self._task.cancel()
+
+
+async def _open(request: web.Request, resp: web.StreamResponse, heartbeat: Heartbeat) -> None:
+    await heartbeat.stop()
+    if not resp.prepared:
+        await resp.prepare(request)
+
+
+async def stream_chat(
+    request: web.Request, call: ChatCall, metadata: Metadata, timeout: float | None
+) -> web.StreamResponse:
+    rid = request[REQUEST_ID]
+    frames = ChunkFrames(f"chatcmpl-{rid}", int(time.time()), call.model, call.include_usage)
+    resp = web.StreamResponse(headers={**_SSE_HEADERS, "x-request-id": rid})
+    events = cast(
+        AsyncIterator[chat_pb2.ChatEvent],
+        request.app[INVOKER].stream(STREAM, chat_pb2.StreamChatCompletionRequest(chat=call.chat), metadata, timeout),
+    )
+    heartbeat = Heartbeat(request, resp, request.app[CONFIG].sse_heartbeat_s)
+    try:
+        try:
+            first = await anext(events)
+        except InvokeError as err:
+            error = from_invoke(err, "chat.")
+            await heartbeat.stop()
+            if not resp.prepared:
+                return error.response(rid)  # nothing sent yet: a plain HTTP error the SDK can type
+            await resp.write(error.sse())
+            return resp
+        await _open(request, resp, heartbeat)
+        await _relay(resp.write, frames, first, events)
+        return resp
+    finally:
+        heartbeat.cancel()
+        # Closing the iterator cancels the core call (and through it the upstream request) when the handler
+        # leaves early: a client disconnect cancels this task, a failed write raises here.
+        closer = cast(Callable[[], Awaitable[None]] | None, getattr(events, "aclose", None))
+        if closer is not None:
+            await closer()
+
+
+class _Events:
+    """Encodes the events that are not plain content (rare: at most a few per stream) and remembers the usage
+    until the finish chunk needs it."""
+
+    __slots__ = ("ended", "frames", "usage")
+
+    def __init__(self, frames: ChunkFrames) -> None:
+        self.frames = frames
+        self.usage: bytes | None = None
+        self.ended = False  # a finish or an error was written; whatever follows is not for the client
+
+    def encode(self, event: chat_pb2.ChatEvent) -> bytes:
+        kind = event.WhichOneof("event")
+        if kind == "delta":
+            text = event.delta.content
+            return self.frames.content_prefix + orjson.dumps(text) + self.frames.content_suffix if text else b""
+        if kind == "tool_call":
+            return self.frames.tool_call(event.tool_call)
+        if kind == "usage":
+            self.usage = orjson.dumps(usage_json(event.usage))
+        elif kind == "finish" and not self.ended:
+            self.ended = True
+            if self.usage is None and event.HasField("running_usage"):
+                self.usage = orjson.dumps(usage_json(event.running_usage))
+            return self.frames.finish(FINISH_REASONS.get(event.finish.reason, "stop"), self.usage)
+        elif kind == "error" and not self.ended:
+            self.ended = True
+            e = event.error
+            return from_stream_error(e.code, e.reason, e.message).sse()
+        return b""
+
+
+async def _relay(
+    write: Callable[[bytes], Awaitable[None]],
+    frames: ChunkFrames,
+    first: chat_pb2.ChatEvent,
+    events: AsyncIterator[chat_pb2.ChatEvent],
+) -> None:
+    state = _Events(frames)
+    dumps, prefix, suffix, encode = orjson.dumps, frames.content_prefix, frames.content_suffix, state.encode
+    try:
+        await write(frames.role + encode(first))
+        async for event in events:
+            if event.WhichOneof("event") == "delta":  # the hot path, inline
+                text = event.delta.content
+                if text:
+                    await write(prefix + dumps(text) + suffix)
+            elif data := encode(event):
+                await write(data)
+    except InvokeError as err:
+        # The core ends a failed stream with an error status after the in-band error event; report it only
+        # when no event did (e.g. a deadline, or the channel to a split core broke).
+        if not state.ended:
+            state.ended = True
+            await write(from_invoke(err, "chat.").sse())

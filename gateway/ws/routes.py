@@ -1,0 +1,174 @@
+"""GET /ws: one WebSocket carrying many subscriptions, each backed by a shared server stream (hub.py).
+
+A socket runs two owned tasks: the reader, which acts on client frames, and the writer (outbox.py), which alone
+waits on the peer. The socket lives while both do; when either ends (peer closed, peer gone, server shutdown)
+the other is cancelled and every subscription leaves the hub, which cancels upstream calls nobody else follows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Final
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from ..call_metadata import call_metadata
+from ..errors import error_reason
+from ..invoke import InvokeError
+from ..keys import INVOKER
+from .hub import Hub
+from .outbox import Mailbox, Outbox
+from .protocol import PONG, FrameError, Ping, Subscribe, Unsubscribe, error_frame, parse_frame
+from .topics import StreamKey, check_topics, event_payloads, resolve
+
+__all__ = ["HUB", "SESSIONS", "Session", "setup_ws"]
+
+log = logging.getLogger("forge.ws")
+
+HEARTBEAT_S: Final = 30.0
+"""aiohttp pings this often and drops a peer that does not answer: a dead peer's subscriptions are released."""
+MAX_FRAME_BYTES: Final = 64 * 1024
+"""Client frames are small; a larger one is a protocol violation aiohttp answers by closing (1009)."""
+WRITER_LIMIT: Final = 32 * 1024
+"""Bytes the socket buffers before the writer waits for the peer: small, so a slow peer gets the newest
+snapshots from its mailboxes instead of a stale backlog from the transport."""
+QUEUE_CAPACITY: Final = 8
+"""Events a subscription holds for a slow socket before dropping the oldest."""
+MAX_SUBSCRIPTIONS: Final = 64
+"""Per socket, so one client cannot hold an unbounded number of upstream streams."""
+CLOSE_TIMEOUT_S: Final = 2.0
+"""How long shutdown waits for a peer to answer the close; one that never reads must not hold up the rest."""
+
+
+class Session:
+    """One socket's subscriptions: client id → (stream key, mailbox)."""
+
+    def __init__(self, request: web.Request, ws: web.WebSocketResponse, hub: Hub) -> None:
+        self._request = request
+        self._ws = ws
+        self._hub = hub
+        self._invoker = request.app[INVOKER]
+        self.outbox = Outbox(ws)
+        self._subs: dict[str, tuple[StreamKey, Mailbox]] = {}
+
+    async def read(self) -> None:
+        """The socket's reader task: one client frame at a time, until the peer closes."""
+        async for msg in self._ws:
+            if msg.type is WSMsgType.TEXT:
+                await self.handle(msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                self.outbox.send(error_frame(None, "frames must be JSON text, not binary", "INVALID_ARGUMENT"))
+            else:
+                return  # ERROR: the connection failed; aiohttp has already closed it
+
+    async def handle(self, text: str) -> None:
+        try:
+            frame = parse_frame(text)
+            if isinstance(frame, Ping):
+                self.outbox.send(PONG)
+            elif isinstance(frame, Unsubscribe):
+                await self._unsubscribe(frame.id)
+            else:
+                await self._subscribe(frame)
+        except FrameError as err:
+            self.outbox.send(error_frame(None, err.detail, err.code))
+
+    async def _subscribe(self, frame: Subscribe) -> None:
+        if frame.id in self._subs:
+            raise FrameError(f"subscription id {frame.id!r} is already in use on this socket", "ALREADY_EXISTS")
+        if len(self._subs) >= MAX_SUBSCRIPTIONS:
+            raise FrameError(f"at most {MAX_SUBSCRIPTIONS} subscriptions per socket", "RESOURCE_EXHAUSTED")
+        try:
+            target = resolve(frame.topic, frame.params, self._invoker.methods)
+        except InvokeError as err:
+            self.outbox.send(error_frame(frame.id, err.message, error_reason(err)))
+            return
+        mailbox = Mailbox(frame.id, self.outbox, QUEUE_CAPACITY, self._ended)
+        self._subs[frame.id] = (target.key, mailbox)
+        # The upgrade request's credentials go with the call, so auth applies as it does on REST. A shared stream
+        # runs with its first subscriber's metadata.
+        metadata = call_metadata(self._request)
+        invoker = self._invoker
+        await self._hub.subscribe(
+            target.key, mailbox, lambda: event_payloads(invoker, target.method, target.request, metadata)
+        )
+
+    async def _unsubscribe(self, sub_id: str) -> None:
+        # Unknown ids are not an error: the stream may have completed while the unsubscribe was on its way.
+        entry = self._subs.pop(sub_id, None)
+        if entry is None:
+            return
+        key, mailbox = entry
+        mailbox.close()
+        await self._hub.unsubscribe(key, mailbox)
+
+    def _ended(self, mailbox: Mailbox) -> None:
+        entry = self._subs.get(mailbox.id)
+        if entry is not None and entry[1] is mailbox:
+            del self._subs[mailbox.id]
+
+    async def close(self) -> None:
+        """Leaves every stream (the socket is gone)."""
+        subs, self._subs = list(self._subs.values()), {}
+        for _, mailbox in subs:
+            mailbox.close()
+        await asyncio.gather(*(self._hub.unsubscribe(key, mailbox) for key, mailbox in subs))
+
+    async def shutdown(self, code: int = WSCloseCode.GOING_AWAY, message: bytes = b"server shutting down") -> None:
+        """Closes the socket from the server's side; the tasks then wind down through the handler."""
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self._ws.close(code=code, message=message)
+        except TimeoutError:
+            # aiohttp has dropped the transport on the timeout; the peer just misses the close handshake.
+            log.info("/ws peer did not answer the close within %.1fs", CLOSE_TIMEOUT_S)
+
+
+HUB = web.AppKey("forge_ws_hub", Hub)
+SESSIONS = web.AppKey("forge_ws_sessions", set[Session])
+
+
+async def ws_handler(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=MAX_FRAME_BYTES, writer_limit=WRITER_LIMIT)
+    await ws.prepare(request)
+    session = Session(request, ws, request.app[HUB])
+    sessions = request.app[SESSIONS]
+    sessions.add(session)
+    reader = asyncio.create_task(session.read(), name="ws-reader")
+    writer = asyncio.create_task(session.outbox.run(), name="ws-writer")
+    try:
+        await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sessions.discard(session)
+        reader.cancel()
+        writer.cancel()
+        await asyncio.wait({reader, writer})
+        await session.close()
+        if not ws.closed:
+            await session.shutdown(WSCloseCode.OK, b"")
+    for task in (reader, writer):
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            raise exc
+    return ws
+
+
+async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
+    hub = app[HUB] = Hub()
+    yield
+    await hub.close()
+
+
+async def _close_sockets(app: web.Application) -> None:
+    # on_shutdown runs before cleanup_ctx unwinds: sockets close first, so the hub's close finds few streams left.
+    sessions: set[Session] = app[SESSIONS]
+    await asyncio.gather(*(session.shutdown() for session in list(sessions)))
+
+
+def setup_ws(app: web.Application) -> None:
+    check_topics()
+    app[SESSIONS] = set()
+    app.router.add_get("/ws", ws_handler, name="ws")
+    app.cleanup_ctx.append(_hub_ctx)
+    app.on_shutdown.append(_close_sockets)
