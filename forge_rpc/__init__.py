@@ -1,0 +1,1 @@
+"""forge's core: the async gRPC server and everything behind it."""

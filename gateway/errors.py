@@ -15,7 +15,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from .invoke import InvokeError
 
-__all__ = ["HTTP_STATUS", "bad_request", "error_json", "error_response", "error_reason", "retry_after_s"]
+__all__ = ["HTTP_STATUS", "bad_request", "error_json", "error_reason", "error_response", "retry_after_s"]
 
 HTTP_STATUS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.OK: 200,
@@ -53,7 +53,7 @@ def retry_after_s(err: InvokeError) -> int | None:
     info = _details(err.status, error_details_pb2.RetryInfo)
     if info is None:
         return None
-    return max(1, math.ceil(info.retry_delay.seconds + info.retry_delay.nanos / 1e9))
+    return max(1, math.ceil(int(info.retry_delay.seconds) + int(info.retry_delay.nanos) / 1e9))
 
 
 def error_json(err: InvokeError) -> dict[str, Any]:
@@ -78,7 +78,9 @@ def error_response(err: InvokeError, headers: dict[str, str] | None = None) -> w
     )
 
 
-def bad_request(detail: str, field: str | None = None, code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT) -> InvokeError:
+def bad_request(
+    detail: str, field: str | None = None, code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT
+) -> InvokeError:
     """An edge-side validation failure (malformed JSON, unknown field…) in the same shape as a core error."""
     status = status_pb2.Status(code=code.value[0], message=detail)
     info = error_details_pb2.ErrorInfo(reason="INVALID_ARGUMENT", domain="forge")

@@ -87,7 +87,10 @@ class CallResult:
 
 
 class Invoker(Protocol):
-    methods: Mapping[str, MethodInfo]
+    @property
+    def methods(self) -> Mapping[str, MethodInfo]:
+        """The RPCs this invoker can call."""
+        ...
 
     async def unary(self, method: str, request: Message, metadata: Metadata, timeout: float | None) -> CallResult: ...
 

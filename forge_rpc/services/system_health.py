@@ -35,9 +35,7 @@ class SystemHealthServicer:
         self._started = started_at
         self._interval = watch_interval_s
 
-    async def GetHealth(  # noqa: N802 - gRPC method names
-        self, request: routing_pb2.GetHealthRequest, context: CallContext
-    ) -> routing_pb2.Health:
+    async def GetHealth(self, request: routing_pb2.GetHealthRequest, context: CallContext) -> routing_pb2.Health:
         states = await self._monitor.states()
         enabled = [s for s in states.values() if s.enabled]
         down = sorted(s.name for s in enabled if not s.healthy)
@@ -62,7 +60,7 @@ class SystemHealthServicer:
             services={name: s.status for name, s in states.items()},
         )
 
-    async def WatchServiceStatus(  # noqa: N802
+    async def WatchServiceStatus(
         self, request: routing_pb2.WatchServiceStatusRequest, context: CallContext
     ) -> AsyncIterator[routing_pb2.ServiceStatusEvent]:
         wanted = set(request.services)

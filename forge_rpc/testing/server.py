@@ -15,7 +15,9 @@ __all__ = ["running_forge"]
 
 
 @asynccontextmanager
-async def running_forge(config: ForgeConfig, grace: float = 0.5, *, http: bool = True, split: bool = False) -> AsyncIterator[ForgeApp]:
+async def running_forge(
+    config: ForgeConfig, grace: float = 0.5, *, http: bool = True, split: bool = False
+) -> AsyncIterator[ForgeApp]:
     """Starts forge on 127.0.0.1 and free ports: `app.grpc_port`, and with `http` the edge's `app.http_port`.
     With `split`, the edge reaches the core over a gRPC channel (as when deployed apart) instead of in process."""
     config = dataclasses.replace(

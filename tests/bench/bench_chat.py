@@ -68,7 +68,7 @@ async def unary_rate(call: Unary, model: str, workers: int, seconds: float) -> f
 async def run_path(name: str, fake: FakeUpstream, forge: Forge, quick: bool) -> None:
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     channel = grpc_channel(forge.grpc_address)
-    stub: chat_pb2_grpc.ChatServiceAsyncStub = chat_pb2_grpc.ChatServiceStub(channel)  # type: ignore[assignment]
+    stub: chat_pb2_grpc.ChatServiceAsyncStub = chat_pb2_grpc.ChatServiceStub(channel)
     direct_url = f"{fake.openai_base}/chat/completions"
     edge_url = f"{forge.http_base}/v1/chat/completions"
 
@@ -113,7 +113,10 @@ async def run_path(name: str, fake: FakeUpstream, forge: Forge, quick: bool) -> 
     seconds = 2.0 if quick else 4.0
     d_rate = await unary_rate(direct_unary, small, 32, seconds)
     f_rate = await unary_rate(via_unary, small, 32, seconds)
-    print(f"  unary x32 concurrent, 16 tokens: direct {d_rate:,.0f} req/s, forge {f_rate:,.0f} req/s, ratio {f_rate / d_rate:.2f}")
+    print(
+        f"  unary x32 concurrent, 16 tokens: direct {d_rate:,.0f} req/s, forge {f_rate:,.0f} req/s, "
+        f"ratio {f_rate / d_rate:.2f}"
+    )
     await channel.close()
     await session.close()
 

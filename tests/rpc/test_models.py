@@ -15,7 +15,7 @@ pytestmark = pytest.mark.asyncio
 
 
 def stub(channel: grpc.aio.Channel) -> models_pb2_grpc.ModelsServiceAsyncStub:
-    return models_pb2_grpc.ModelsServiceStub(channel)  # type: ignore[return-value]
+    return models_pb2_grpc.ModelsServiceStub(channel)
 
 
 async def all_models(s: models_pb2_grpc.ModelsServiceAsyncStub, page_size: int = 0) -> list[models_pb2.Model]:

@@ -89,7 +89,7 @@ async def test_graceful_shutdown_lets_a_stream_finish_and_reports_not_serving(fa
             watch = health_pb2_grpc.HealthStub(ch).Watch(
                 health_pb2.HealthCheckRequest(service="forge.chat.v1.ChatService")
             )
-            assert (await watch.read()).status == SERVING  # type: ignore[union-attr]
+            assert (await watch.read()).status == SERVING
             stub = chat_pb2_grpc.ChatServiceStub(ch)
             call = stub.StreamChatCompletion(
                 chat_pb2.StreamChatCompletionRequest(chat=request(fake_model("fake/gpt-fake", tokens=30, gap_ms=10)))
@@ -97,7 +97,7 @@ async def test_graceful_shutdown_lets_a_stream_finish_and_reports_not_serving(fa
             first = await call.read()
             assert isinstance(first, chat_pb2.ChatEvent)
             stopping = asyncio.create_task(app.stop(grace=3.0))
-            assert (await watch.read()).status == NOT_SERVING  # type: ignore[union-attr]
+            assert (await watch.read()).status == NOT_SERVING
             events = [first]
             while (event := await call.read()) is not grpc.aio.EOF:
                 assert isinstance(event, chat_pb2.ChatEvent)

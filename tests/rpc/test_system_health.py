@@ -17,7 +17,7 @@ pytestmark = pytest.mark.asyncio
 
 
 def stub(channel: grpc.aio.Channel) -> routing_pb2_grpc.RoutingServiceAsyncStub:
-    return routing_pb2_grpc.RoutingServiceStub(channel)  # type: ignore[return-value]
+    return routing_pb2_grpc.RoutingServiceStub(channel)
 
 
 async def test_health_reports_every_dependency(channel: grpc.aio.Channel) -> None:
@@ -62,7 +62,10 @@ async def test_watch_sends_initial_status_then_changes(fake: FakeUpstream) -> No
     config = dataclasses.replace(forge_config(fake), status_watch_interval_s=0.05)
     config = dataclasses.replace(config, providers=dataclasses.replace(config.providers, ollama_host=ollama.base_url))
     try:
-        async with running_forge(config, http=False) as app, grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as ch:
+        async with (
+            running_forge(config, http=False) as app,
+            grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as ch,
+        ):
             call = stub(ch).WatchServiceStatus(routing_pb2.WatchServiceStatusRequest(services=["ollama"]))
             first = await call.read()
             assert isinstance(first, routing_pb2.ServiceStatusEvent)

@@ -40,7 +40,8 @@ def test_litellm_model_list_is_read_unchanged(tmp_path: Path) -> None:
     assert names == ["gpt-4o", "local-llama", "gemini"]
     gpt = cfg.providers.deployments[0]
     assert (gpt.api_key, gpt.env_var, gpt.rpm) == ("sk-1", "MY_OPENAI_KEY", 100)
-    adapters = {m.model_name: (m.spec.adapter, m.spec.kind, m.upstream_model) for m in configured_models(cfg.providers.deployments)}
+    models = configured_models(cfg.providers.deployments)
+    adapters = {m.model_name: (m.spec.adapter, m.spec.kind, m.upstream_model) for m in models}
     assert adapters == {
         "gpt-4o": ("openai", "openai", "gpt-4o"),
         "local-llama": ("ollama", "ollama", "llama3.2"),

@@ -1,0 +1,1 @@
+"""The composition root: configuration, the policy pipeline, the method table, the app and the CLI."""

@@ -1,0 +1,1 @@
+"""One thin servicer per service: proto ⇄ domain, nothing else."""
