@@ -25,10 +25,10 @@ OUT = Path(__file__).resolve().parent / "src"
 PACKAGE = "forge"
 
 
-def include_paths() -> list[Path]:
+def include_paths(protos: Path = PROTOS) -> list[Path]:
     """The import roots protoc needs: ours, the googleapis wheel's, and protobuf's well-known types."""
     googleapis_root = Path(next(iter(google.api.__path__))).parents[1]
-    return [PROTOS, googleapis_root, Path(grpc_tools.__file__).parent / "_proto"]
+    return [protos, googleapis_root, Path(grpc_tools.__file__).parent / "_proto"]
 
 
 def generate(into: Path) -> None:
@@ -79,12 +79,12 @@ def write_registry(into: Path, files: list[str]) -> None:
     )
 
 
-def descriptor_set(path: Path) -> None:
+def descriptor_set(path: Path, protos: Path = PROTOS) -> None:
     """Writes a FileDescriptorSet with imports and comments: what `buf lint`/`buf breaking` read offline."""
-    files = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
+    files = sorted(str(p.relative_to(protos)) for p in protos.rglob("*.proto"))
     args = [
         "grpc_tools.protoc",
-        *(f"-I{p}" for p in include_paths()),
+        *(f"-I{p}" for p in include_paths(protos)),
         "--include_imports",
         "--include_source_info",
         f"--descriptor_set_out={path}",
@@ -106,9 +106,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--check", action="store_true", help="fail if the committed code is stale")
     parser.add_argument("--descriptor-set", type=Path, help="also write a descriptor set here")
+    parser.add_argument("--protos", type=Path, default=PROTOS, help="protos root for --descriptor-set-only")
+    parser.add_argument("--descriptor-set-only", action="store_true", help="write the descriptor set, nothing else")
     ns = parser.parse_args()
     if ns.descriptor_set:
-        descriptor_set(ns.descriptor_set)
+        descriptor_set(ns.descriptor_set, ns.protos.resolve())
+    if ns.descriptor_set_only:
+        return
     with tempfile.TemporaryDirectory() as tmp:
         generate(Path(tmp))
         fresh = Path(tmp) / PACKAGE

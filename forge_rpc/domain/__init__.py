@@ -14,6 +14,7 @@ from .chat import (
     Usage,
     UsageReport,
 )
+from .coalesce import coalesce
 from .engine import CatalogSource, ChatEngine, ChatResult, ChatStream
 from .errors import (
     DeadlineExceeded,
@@ -76,5 +77,6 @@ __all__ = [
     "Unimplemented",
     "Usage",
     "UsageReport",
+    "coalesce",
     "validate_chat",
 ]

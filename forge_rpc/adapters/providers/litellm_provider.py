@@ -27,6 +27,7 @@ from ...domain import (
     ToolCall,
     ToolCallDelta,
     UsageReport,
+    coalesce,
 )
 
 __all__ = ["LitellmProvider", "load_litellm"]
@@ -97,7 +98,10 @@ class LitellmProvider:
             usage=UsageReport(usage.prompt_tokens, usage.completion_tokens) if usage else None,
         )
 
-    async def stream(
+    def stream(self, upstream_model: str, params: ChatParams, timeout: float | None) -> AsyncIterator[ProviderEvent]:
+        return coalesce(self._stream(upstream_model, params, timeout))
+
+    async def _stream(
         self, upstream_model: str, params: ChatParams, timeout: float | None
     ) -> AsyncIterator[ProviderEvent]:
         kwargs = self._kwargs(upstream_model, params, timeout)

@@ -26,6 +26,7 @@ from ...domain import (
     ToolCall,
     ToolCallDelta,
     UsageReport,
+    coalesce,
 )
 from .upstream_errors import upstream_error
 
@@ -83,7 +84,10 @@ class OllamaProvider:
             return ProviderUnavailable(self.kind, f"cannot reach Ollama at {self.host} (set OLLAMA_HOST)")
         return ProviderProtocolError(self.kind, f"{type(exc).__name__}: {exc}")
 
-    async def stream(
+    def stream(self, upstream_model: str, params: ChatParams, timeout: float | None) -> AsyncIterator[ProviderEvent]:
+        return coalesce(self._stream(upstream_model, params, timeout))
+
+    async def _stream(
         self, upstream_model: str, params: ChatParams, timeout: float | None
     ) -> AsyncIterator[ProviderEvent]:
         try:
