@@ -40,6 +40,8 @@ class ChatResult:
     completion: Completion
     usage: Usage
     created: float
+    upstream_ms: float = 0.0
+    """Time spent waiting for the provider: the rest of a call's latency is forge's own overhead."""
 
 
 @dataclass(slots=True)
@@ -99,9 +101,11 @@ class ChatEngine:
         validate_chat(params)
         route, provider = await self.route(params.model)
         created = time.time()
+        started = time.perf_counter()
         completion = await provider.complete(route.upstream_model, params, timeout)
+        upstream_ms = (time.perf_counter() - started) * 1000
         usage = self.account(route, params, completion.usage, completion.text)
-        return ChatResult(route, provider.kind, completion, usage, created)
+        return ChatResult(route, provider.kind, completion, usage, created, upstream_ms)
 
     async def open_stream(self, params: ChatParams, timeout: float | None) -> ChatStream:
         """Validates and routes before any byte is streamed, so those errors surface as a plain status."""

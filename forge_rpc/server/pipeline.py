@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn
 
 from ..domain import ErrorCode, ForgeError
-from ..services.context import CallContext, metadata_value, request_id
+from ..services.context import CallContext, metadata_value, request_id, trailing
 from .errors import DETAILS_KEY, grpc_code, to_status
 
 __all__ = ["StreamHandler", "UnaryHandler", "wrap_stream", "wrap_unary"]
@@ -30,6 +30,7 @@ StreamHandler = Callable[[Any, CallContext], AsyncIterator[Any]]
 def _begin(context: CallContext) -> str:
     rid = metadata_value(context, "x-request-id") or uuid.uuid4().hex
     request_id.set(rid)
+    trailing.set([("x-request-id", rid)])
     return rid
 
 
@@ -38,7 +39,7 @@ async def _fail(context: CallContext, err: ForgeError, rid: str) -> NoReturn:
     await context.abort(
         grpc_code(err.code),
         err.message,
-        trailing_metadata=((DETAILS_KEY, status.SerializeToString()), ("x-request-id", rid)),
+        trailing_metadata=((DETAILS_KEY, status.SerializeToString()), *trailing.get()),
     )
 
 
@@ -71,7 +72,7 @@ def wrap_unary(method: str, fn: UnaryHandler) -> UnaryHandler:
             await _fail(context, _internal(method, exc, rid), rid)
         finally:
             _log(method, rid, code, started, context)
-        context.set_trailing_metadata((("x-request-id", rid),))
+        context.set_trailing_metadata(tuple(trailing.get()))
         return response
 
     return handler
@@ -83,9 +84,9 @@ def wrap_stream(method: str, fn: StreamHandler) -> StreamHandler:
         started = time.perf_counter()
         code = "OK"
         try:
-            context.set_trailing_metadata((("x-request-id", rid),))
             async for message in fn(request, context):
                 yield message
+            context.set_trailing_metadata(tuple(trailing.get()))
         except ForgeError as err:
             code = err.code.name
             await _fail(context, err, rid)

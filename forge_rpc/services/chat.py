@@ -10,7 +10,7 @@ from forge.type.v1 import usage_pb2
 
 from ..domain import ChatEngine, FieldViolation, ForgeError, InvalidArgument, Route, TextDelta
 from .chat_convert import FINISH, chat_params, completion_message, served_model, usage_message
-from .context import CallContext, request_id
+from .context import CallContext, add_trailing, request_id
 
 __all__ = ["ChatServicer"]
 
@@ -25,6 +25,11 @@ class ChatServicer:
         self, request: chat_pb2.CreateChatCompletionRequest, context: CallContext
     ) -> chat_pb2.ChatCompletion:
         result = await self._engine.complete(chat_params(request.chat), context.time_remaining())
+        add_trailing(
+            ("x-forge-provider", result.provider),
+            ("x-forge-model", served_model(result.route)),
+            ("x-forge-upstream-ms", f"{result.upstream_ms:.1f}"),
+        )
         return completion_message(result, request_id.get())
 
     async def StreamChatCompletion(

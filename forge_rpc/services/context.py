@@ -12,10 +12,18 @@ from typing import Any, NoReturn, Protocol
 
 import grpc
 
-__all__ = ["CallContext", "metadata_value", "request_id"]
+__all__ = ["CallContext", "add_trailing", "metadata_value", "request_id", "trailing"]
 
 #: The id of the call being served (from `x-request-id` metadata, else generated), for logs and records.
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("forge_request_id", default="")
+#: Trailing metadata a servicer adds (which route answered, upstream time); the pipeline sends it with the
+#: request id when the call ends, so both transports see it.
+trailing: contextvars.ContextVar[list[tuple[str, str]]] = contextvars.ContextVar("forge_trailing")
+
+
+def add_trailing(*pairs: tuple[str, str]) -> None:
+    trailing.get().extend(pairs)
+
 
 Metadata = Sequence[tuple[str, str | bytes]]
 

@@ -37,6 +37,8 @@ class RequestRecord:
     tokens_sent: int = 0
     status: int = 0
     body: Any = None
+    #: The client's TCP port: equal ports on two requests mean a reused (pooled) connection.
+    peer_port: int = 0
 
     def to_json(self) -> dict[str, Any]:
         # Explicit dict instead of dataclasses.asdict: asdict deep-copies the
@@ -55,6 +57,7 @@ class RequestRecord:
             "status": self.status,
             "body": self.body,
             "headers": self.headers,
+            "peer_port": self.peer_port,
         }
 
 

@@ -40,6 +40,8 @@ async def record_requests(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     recorder = state_of(request).recorder
     rec = recorder.open(request.method, request.path, request.headers)
+    peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+    rec.peer_port = int(peer[1]) if peer else 0
     attach_record(request, rec)
     status: int | None = None
     try:

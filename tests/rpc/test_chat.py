@@ -75,7 +75,11 @@ async def test_request_id_is_echoed_and_used_as_completion_id(channel: grpc.aio.
     )
     reply = await call
     assert reply.id == "req-123"
-    assert ("x-request-id", "req-123") in tuple(await call.trailing_metadata())
+    trailing = dict(tuple(await call.trailing_metadata()))  # type: ignore[arg-type]
+    assert trailing["x-request-id"] == "req-123"
+    assert trailing["x-forge-provider"] == "openai"
+    assert trailing["x-forge-model"] == "fake"
+    assert float(trailing["x-forge-upstream-ms"]) > 0
 
 
 async def test_ollama_native_stream_and_unary(channel: grpc.aio.Channel) -> None:
@@ -128,3 +132,12 @@ async def test_waiting_deltas_are_merged(channel: grpc.aio.Channel, fake: FakeUp
     deltas = [e for e in events if e.WhichOneof("event") == "delta"]
     assert len(deltas) < 100
     assert events[-2].usage.completion_tokens == 400
+
+
+async def test_upstream_connection_is_reused_across_streams(channel: grpc.aio.Channel, fake: FakeUpstream) -> None:
+    """A finished stream hands its connection back to the pool: the next one does not pay a new connect."""
+    stub = chat_pb2_grpc.ChatServiceStub(channel)
+    for i in range(10):
+        await collect(stub, request(fake_model("fake/gpt-fake", tokens=3, tag=f"pool-{i}")))
+    ports = {(await fake.requests(tag=f"pool-{i}"))[0]["peer_port"] for i in range(10)}
+    assert len(ports) == 1

@@ -7,6 +7,7 @@ delta, which is how a slow consumer gets fewer, larger messages without any time
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -179,10 +180,10 @@ class OpenAICompatProvider:
                     yield TextDelta("".join(texts), len(texts))
             if not done:
                 raise ProviderProtocolError(self.kind, "the stream ended before [DONE]")
+            finished_cleanly = await _drain(resp)
             if usage is not None:
                 yield usage
             yield Finished(finish or FinishReason.STOP)
-            finished_cleanly = True
         finally:
             # An unfinished response must not go back to the pool: closing it is what tells the provider to
             # stop generating (and what the cancellation tests measure).
@@ -226,3 +227,15 @@ class OpenAICompatProvider:
         except (aiohttp.ClientError, OSError, TimeoutError, orjson.JSONDecodeError):
             return []
         return [str(m["id"]) for m in data.get("data", ()) if isinstance(m, dict) and "id" in m]
+
+
+async def _drain(resp: aiohttp.ClientResponse) -> bool:
+    """Reads the rest of the body after `[DONE]` (the chunked terminator usually follows in its own packet), so
+    the connection can go back to the pool instead of being closed; a stream that will not end is closed."""
+    try:
+        async with asyncio.timeout(1.0):
+            while await resp.content.readany():
+                pass
+    except (TimeoutError, aiohttp.ClientError):
+        return False
+    return True
