@@ -79,34 +79,49 @@ class ChunkFrames:
         return out + DONE
 
 
+class SSEResponse(web.StreamResponse):
+    # Hold the headers back until the first write so they leave in the same segment as the first chunk (one
+    # send instead of two before the first token). A private aiohttp knob: without it headers just go earlier.
+    _send_headers_immediately = False
+
+
 class Heartbeat:
     """`: ping` comments while the first event is awaited, so proxies keep a slow prefill's stream open.
 
-    It runs beside the handler rather than the handler waiting on a task of its own: the core call must be
-    iterated by the handler's task (its deadline and request-id context live in that task)."""
+    A timer, not a task, until it first fires: most streams start long before it would, and a timer costs a
+    fraction of a task. The pings run beside the handler rather than the handler waiting on a task of its own:
+    the core call must be iterated by the handler's task (its deadline and request-id context live there)."""
 
     def __init__(self, request: web.Request, resp: web.StreamResponse, interval: float) -> None:
         self._request, self._resp, self._interval = request, resp, interval
-        self._lock = asyncio.Lock()
         self._stopped = False
-        self._task = asyncio.create_task(self._run()) if interval > 0 else None
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._timer = asyncio.get_running_loop().call_later(interval, self._fire) if interval > 0 else None
+
+    def _fire(self) -> None:
+        self._timer = None
+        if not self._stopped:
+            self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
         try:
             while True:
-                await asyncio.sleep(self._interval)
                 async with self._lock:
                     if self._stopped:
                         return
                     if not self._resp.prepared:
                         await self._resp.prepare(self._request)
                     await self._resp.write(PING)
+                await asyncio.sleep(self._interval)
         except ConnectionError:
             return  # the client left: aiohttp cancels the handler, which closes the core call
 
     async def stop(self) -> None:
         """When this returns, no ping is being written and none will be."""
         self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
         if self._task is not None and not self._task.done():
             async with self._lock:  # let a ping in progress finish its write
                 pass
@@ -114,6 +129,8 @@ class Heartbeat:
 
     def cancel(self) -> None:
         self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
         if self._task is not None:
             self._task.cancel()
 
@@ -129,7 +146,7 @@ async def stream_chat(
 ) -> web.StreamResponse:
     rid = request[REQUEST_ID]
     frames = ChunkFrames(f"chatcmpl-{rid}", int(time.time()), call.model, call.include_usage)
-    resp = web.StreamResponse(headers={**_SSE_HEADERS, "x-request-id": rid})
+    resp = SSEResponse(headers={**_SSE_HEADERS, "x-request-id": rid})
     events = cast(
         AsyncIterator[chat_pb2.ChatEvent],
         request.app[INVOKER].stream(STREAM, chat_pb2.StreamChatCompletionRequest(chat=call.chat), metadata, timeout),
@@ -137,16 +154,23 @@ async def stream_chat(
     heartbeat = Heartbeat(request, resp, request.app[CONFIG].sse_heartbeat_s)
     try:
         try:
-            first = await anext(events)
+            first = await anext(events, None)
         except InvokeError as err:
             error = from_invoke(err, "chat.")
             await heartbeat.stop()
             if not resp.prepared:
                 return error.response(rid)  # nothing sent yet: a plain HTTP error the SDK can type
-            await resp.write(error.sse())
+            await resp.write_eof(error.sse())
             return resp
         await _open(request, resp, heartbeat)
-        await _relay(resp.write, frames, first, events)
+        if first is None:  # the core always ends with a finish event; an empty stream still ends as OpenAI's do
+            await resp.write_eof(frames.role + frames.finish("stop", None))
+        else:
+            await _relay(resp, frames, first, events)
+        return resp
+    except ConnectionResetError:
+        # The client left between two writes (before aiohttp cancelled this handler): nothing is left to tell
+        # it, and the finally below still closes the core call.
         return resp
     finally:
         heartbeat.cancel()
@@ -190,25 +214,34 @@ class _Events:
 
 
 async def _relay(
-    write: Callable[[bytes], Awaitable[None]],
+    resp: web.StreamResponse,
     frames: ChunkFrames,
     first: chat_pb2.ChatEvent,
     events: AsyncIterator[chat_pb2.ChatEvent],
 ) -> None:
     state = _Events(frames)
-    dumps, prefix, suffix, encode = orjson.dumps, frames.content_prefix, frames.content_suffix, state.encode
+    write, dumps, prefix, suffix, encode = (
+        resp.write,
+        orjson.dumps,
+        frames.content_prefix,
+        frames.content_suffix,
+        state.encode,
+    )
     try:
         await write(frames.role + encode(first))
         async for event in events:
-            if event.WhichOneof("event") == "delta":  # the hot path, inline
+            if event.HasField("delta"):  # the hot path, inline (HasField is half the cost of WhichOneof)
                 text = event.delta.content
                 if text:
                     await write(prefix + dumps(text) + suffix)
             elif data := encode(event):
-                await write(data)
+                if state.ended:  # finish or error: the last bytes leave with the end of the chunked body
+                    await resp.write_eof(data)
+                else:
+                    await write(data)
     except InvokeError as err:
         # The core ends a failed stream with an error status after the in-band error event; report it only
         # when no event did (e.g. a deadline, or the channel to a split core broke).
         if not state.ended:
             state.ended = True
-            await write(from_invoke(err, "chat.").sse())
+            await resp.write_eof(from_invoke(err, "chat.").sse())

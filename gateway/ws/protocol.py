@@ -6,7 +6,8 @@ Server: `{"type": "event", "id", "data"}`, `{"type": "error", "id", "error": {"d
 
 An error frame carrying a subscription id means that subscription is over (or never started). Frame-level
 errors (malformed JSON, unknown type, unknown topic, an id already in use) carry `id: null`: the id of a
-duplicate belongs to a live subscription, and an error under it would read as that subscription's end.
+duplicate belongs to a live subscription, and an error under it would read as that subscription's end. Params
+that do not fit the topic's request are that subscription's error, as the core's INVALID_ARGUMENT would be.
 """
 
 from __future__ import annotations

@@ -11,7 +11,12 @@ from collections.abc import AsyncIterator, Iterator
 import openai
 import pytest
 import pytest_asyncio
-from openai.types.chat import ChatCompletionChunk
+from openai.types.chat import (
+    ChatCompletionChunk,
+    ChatCompletionFunctionToolParam,
+    ChatCompletionMessageFunctionToolCall,
+    ChatCompletionMessageParam,
+)
 
 from forge_rpc.server.app import ForgeApp
 from tests.fakes import FakeUpstream, fake_model
@@ -19,7 +24,7 @@ from tests.fakes.wire_common import TOOL_ARGUMENTS
 
 pytestmark = pytest.mark.asyncio
 
-USER = [{"role": "user", "content": "hello there world"}]
+USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there world"}]
 MODELS = ["fake/gpt-fake", "ollama/llama3.2"]
 
 
@@ -29,9 +34,7 @@ def text(n: int) -> str:
 
 @pytest_asyncio.fixture
 async def client(edge: ForgeApp) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(
-        base_url=f"http://127.0.0.1:{edge.http_port}/v1", api_key="x", max_retries=0
-    ) as c:
+    async with openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{edge.http_port}/v1", api_key="x", max_retries=0) as c:
         yield c
 
 
@@ -69,7 +72,7 @@ async def test_models_list_and_retrieve(client: openai.AsyncOpenAI) -> None:
     page = await client.models.list()
     ids = [m.id for m in page.data]
     assert "fake" in ids and "llama3.2:1b" in ids
-    assert all(m.object == "model" and m.owned_by and m.created > 0 for m in page.data)
+    assert all(m.owned_by and m.created > 0 for m in page.data)
     model = await client.models.retrieve("llama3.2:1b")
     assert (model.id, model.owned_by) == ("llama3.2:1b", "ollama")
     wildcard = await client.models.retrieve("fake/gpt-fake")  # an id with a slash is one path parameter
@@ -86,7 +89,7 @@ async def test_unknown_model_retrieve_is_not_found(client: openai.AsyncOpenAI) -
 @pytest.mark.parametrize("model", MODELS)
 async def test_unary_completion(client: openai.AsyncOpenAI, model: str) -> None:
     name = fake_model(model, tokens=6)
-    reply = await client.chat.completions.create(model=name, messages=USER)  # type: ignore[arg-type]
+    reply = await client.chat.completions.create(model=name, messages=USER)
     assert reply.object == "chat.completion"
     assert reply.id.startswith("chatcmpl-") and reply.model == name
     choice = reply.choices[0]
@@ -100,7 +103,7 @@ async def test_unary_completion(client: openai.AsyncOpenAI, model: str) -> None:
 async def test_unary_max_tokens_finishes_with_length(client: openai.AsyncOpenAI, fake: FakeUpstream) -> None:
     reply = await client.chat.completions.create(
         model=fake_model("fake/gpt-fake", tokens=10, tag="len"),
-        messages=USER,  # type: ignore[arg-type]
+        messages=USER,
         max_tokens=3,
         temperature=0.5,
         stop=["zzz"],
@@ -118,12 +121,11 @@ async def test_unary_max_tokens_finishes_with_length(client: openai.AsyncOpenAI,
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("include_usage", [False, True])
 async def test_stream_chunk_sequence(client: openai.AsyncOpenAI, model: str, include_usage: bool) -> None:
-    extra = {"stream_options": {"include_usage": True}} if include_usage else {}
     stream = await client.chat.completions.create(
         model=fake_model(model, tokens=12),
-        messages=USER,  # type: ignore[arg-type]
+        messages=USER,
         stream=True,
-        **extra,  # type: ignore[arg-type]
+        stream_options={"include_usage": True} if include_usage else openai.omit,
     )
     chunks = [c async for c in stream]
     assert_stream_shape(chunks, text(12), "stop", include_usage)
@@ -136,7 +138,7 @@ async def test_stream_chunk_sequence(client: openai.AsyncOpenAI, model: str, inc
 async def test_stream_with_max_tokens_finishes_with_length(client: openai.AsyncOpenAI) -> None:
     stream = await client.chat.completions.create(
         model=fake_model("fake/gpt-fake", tokens=10, gap_ms=1),
-        messages=USER,  # type: ignore[arg-type]
+        messages=USER,
         stream=True,
         max_completion_tokens=4,
     )
@@ -144,11 +146,13 @@ async def test_stream_with_max_tokens_finishes_with_length(client: openai.AsyncO
 
 
 async def test_stream_tool_calls_accumulate(client: openai.AsyncOpenAI) -> None:
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    tools: list[ChatCompletionFunctionToolParam] = [
+        {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    ]
     stream = await client.chat.completions.create(
         model=fake_model("fake/gpt-fake", tool_call="get_weather"),
-        messages=USER,  # type: ignore[arg-type]
-        tools=tools,  # type: ignore[arg-type]
+        messages=USER,
+        tools=tools,
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
         stream=True,
     )
@@ -170,17 +174,20 @@ async def test_stream_tool_calls_accumulate(client: openai.AsyncOpenAI) -> None:
 async def test_unary_tool_calls(client: openai.AsyncOpenAI) -> None:
     reply = await client.chat.completions.create(
         model=fake_model("fake/gpt-fake", tool_call="lookup"),
-        messages=USER,  # type: ignore[arg-type]
+        messages=USER,
         tools=[{"type": "function", "function": {"name": "lookup"}}],
     )
     choice = reply.choices[0]
     assert choice.finish_reason == "tool_calls"
-    assert choice.message.tool_calls and choice.message.tool_calls[0].function.name == "lookup"  # type: ignore[union-attr]
-    assert json.loads(choice.message.tool_calls[0].function.arguments) == json.loads(TOOL_ARGUMENTS)  # type: ignore[union-attr]
+    assert choice.message.tool_calls is not None
+    (call,) = choice.message.tool_calls
+    assert isinstance(call, ChatCompletionMessageFunctionToolCall)
+    assert call.id and call.function.name == "lookup"
+    assert json.loads(call.function.arguments) == json.loads(TOOL_ARGUMENTS)
 
 
 async def test_conversation_with_tool_results_and_text_parts(client: openai.AsyncOpenAI, fake: FakeUpstream) -> None:
-    messages = [
+    messages: list[ChatCompletionMessageParam] = [
         {"role": "system", "content": [{"type": "text", "text": "be brief"}, {"type": "text", "text": "and kind"}]},
         {"role": "user", "content": "weather?", "name": "ann"},
         {
@@ -192,7 +199,7 @@ async def test_conversation_with_tool_results_and_text_parts(client: openai.Asyn
     ]
     reply = await client.chat.completions.create(
         model=fake_model("fake/gpt-fake", tokens=2, tag="conv"),
-        messages=messages,  # type: ignore[arg-type]
+        messages=messages,
         extra_body={"some_future_field": {"x": 1}},  # unknown fields are ignored, as OpenAI does
     )
     assert reply.choices[0].message.content == text(2)
@@ -205,10 +212,10 @@ async def test_conversation_with_tool_results_and_text_parts(client: openai.Asyn
 
 async def test_sync_client(sync_client: openai.OpenAI) -> None:
     def run() -> tuple[str | None, str]:
-        reply = sync_client.chat.completions.create(model=fake_model("fake/gpt-fake", tokens=3), messages=USER)  # type: ignore[arg-type]
+        reply = sync_client.chat.completions.create(model=fake_model("fake/gpt-fake", tokens=3), messages=USER)
         stream = sync_client.chat.completions.create(
             model=fake_model("ollama/llama3.2", tokens=5),
-            messages=USER,  # type: ignore[arg-type]
+            messages=USER,
             stream=True,
             stream_options={"include_usage": True},
         )
@@ -225,7 +232,7 @@ async def test_sync_client(sync_client: openai.OpenAI) -> None:
 async def test_request_id_is_echoed(client: openai.AsyncOpenAI) -> None:
     raw = await client.chat.completions.with_raw_response.create(
         model="fake",
-        messages=USER,  # type: ignore[arg-type]
+        messages=USER,
         extra_headers={"x-request-id": "rid-42"},
     )
     assert raw.headers["x-request-id"] == "rid-42"
