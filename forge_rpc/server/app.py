@@ -71,14 +71,15 @@ class ForgeApp:
     edge: web.AppRunner | None = None
     started_at: float = field(default_factory=time.time)
 
-    async def start(self) -> None:
+    async def start(self, edge_config: EdgeConfig | None = None) -> None:
         await self.start_core()
         if self.config.http.enabled:
-            await self.start_edge(LocalInvoker(self.methods))
+            await self.start_edge(LocalInvoker(self.methods), edge_config)
 
-    async def start_edge(self, invoker: Invoker) -> None:
+    async def start_edge(self, invoker: Invoker, edge_config: EdgeConfig | None = None) -> None:
         """The HTTP edge in this process and event loop, over the given invoker."""
-        edge = build_edge(invoker, EdgeConfig(version=self.config.version, started_at=self.started_at))
+        cfg = edge_config or EdgeConfig(version=self.config.version, started_at=self.started_at)
+        edge = build_edge(invoker, cfg)
         # aiohttp waits up to the grace period for handlers at shutdown, then cancels them (and their core calls).
         self.edge, self.http_port = await start_edge(
             edge, self.config.http.host, self.config.http.port, self.config.grpc.shutdown_grace_s

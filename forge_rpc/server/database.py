@@ -47,9 +47,9 @@ SUPERUSER = "postgres"
 # Longest unix socket path the kernel takes: 108 bytes on Linux, 104 on macOS, both counting the NUL.
 _MAX_SOCKET_PATH = 103
 _LOG_ROTATE_BYTES = 10 * 1024 * 1024
-# Start failures worth another try: an auto-chosen port taken between our probe and postgres's bind, and the
-# backends of a killed postmaster still attached to its shared memory for a moment.
-_TRANSIENT = ("Address already in use", "is still in use")
+# Start failures worth another try: the backends of a killed postmaster still attached to its shared memory
+# for a moment, and (with an auto-chosen port) the port taken between our probe and postgres's bind.
+_SHMEM_BUSY, _PORT_TAKEN = "is still in use", "Address already in use"
 
 
 class EmbeddedPostgresError(RuntimeError):
@@ -182,7 +182,7 @@ class EmbeddedPostgres:
                 try:
                     await self._pg_ctl("stop", "-m", "fast", "-w")
                 except EmbeddedPostgresError:
-                    if self.postmaster_pid is not None:
+                    if await asyncio.to_thread(lambda: self.postmaster_pid) is not None:
                         raise
                     log.warning("embedded PostgreSQL in %s had already stopped", self.pgdata)
         finally:
@@ -257,17 +257,14 @@ class EmbeddedPostgres:
 
     def _read_or_create_password(self, *, create: bool) -> str | None:
         path = self.data_dir / "postgres.password"
-        if path.exists() and not create:
-            return path.read_text().strip()
         if not create:
-            return None
+            return path.read_text().strip() if path.exists() else None
         password = secrets.token_urlsafe(24)
         path.unlink(missing_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(password + "\n")
+        path.touch(mode=0o600)
         if self._owner is not None:  # initdb reads it as the server user
             os.chown(path, self._owner.uid, self._owner.gid)
+        path.write_text(password + "\n")
         return password
 
     def _clear_stale_pidfile(self) -> int | None:
@@ -301,21 +298,11 @@ class EmbeddedPostgres:
         scratch = self.data_dir / "pg.initdb"
         await asyncio.to_thread(self._make_private_dir, scratch)
         await self._run(
-            "initdb",
-            "-D",
-            str(scratch),
-            "-U",
-            SUPERUSER,
-            "--auth-local=trust",
-            "--auth-host=scram-sha-256",
-            f"--pwfile={self.data_dir / 'postgres.password'}",
-            "--encoding=UTF8",
+            "initdb", "-D", str(scratch), "-U", SUPERUSER, "--encoding=UTF8", "--no-instructions",
+            "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={self.data_dir / 'postgres.password'}",
             # The builtin provider: Unicode-aware and identical on every host, no OS locale packages needed.
-            "--locale=C",
-            "--locale-provider=builtin",
-            "--builtin-locale=C.UTF-8",
-            "--no-instructions",
-        )
+            "--locale=C", "--locale-provider=builtin", "--builtin-locale=C.UTF-8",
+        )  # fmt: skip
         await asyncio.to_thread(scratch.replace, self.pgdata)
 
     def _make_private_dir(self, path: Path) -> None:
@@ -333,12 +320,13 @@ class EmbeddedPostgres:
             options = f"-h 127.0.0.1 -p {port} -k {shlex.quote(str(socket_dir or ''))}"  # pg_ctl runs it via sh
             if not self._durable:
                 options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-            offset = self.log_file.stat().st_size if self.log_file.exists() else 0
+            offset = await asyncio.to_thread(self._log_size)
             try:
                 await self._pg_ctl("start", "-w", "-t", "60", "-l", str(self.log_file), "-o", options)
             except EmbeddedPostgresError as exc:
                 tail = await asyncio.to_thread(self._log_since, offset)
-                if attempt == attempts or not any(marker in tail for marker in _TRANSIENT):
+                transient = _SHMEM_BUSY in tail or (self._fixed_port is None and _PORT_TAKEN in tail)
+                if attempt == attempts or not transient:
                     raise EmbeddedPostgresError(f"{exc}\n--- {self.log_file} ---\n{tail}") from None
                 log.info("PostgreSQL start attempt %d failed transiently; retrying", attempt)
                 await asyncio.sleep(0.2 * attempt)
@@ -392,6 +380,12 @@ class EmbeddedPostgres:
         if proc.returncode != 0:
             raise EmbeddedPostgresError(f"{program} {' '.join(args[:3])}… exited with {proc.returncode}: {text}")
         return text
+
+    def _log_size(self) -> int:
+        try:
+            return self.log_file.stat().st_size
+        except FileNotFoundError:
+            return 0
 
     def _log_since(self, offset: int) -> str:
         try:

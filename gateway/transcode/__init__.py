@@ -1,13 +1,12 @@
-"""REST from the contracts: routes built from google.api.http rules (placeholder until the transcoder lands)."""
+"""REST from the contracts: every `google.api.http` rule of every RPC the invoker serves becomes an aiohttp
+route (rules → bindings → handlers), and the same descriptors produce `/openapi.json` and `/docs`.
 
-from aiohttp import web
+Modules: `rules` (HttpRule → bindings, route order), `request` (HTTP → request message), `enums` (seed enum
+spellings), `encode` (message → JSON), `streaming` (NDJSON/SSE), `handlers` (routes), `schemas` and `openapi`
+(the OpenAPI document), `openai_spec` (the OpenAI routes' fragment), `docs` (/openapi.json, /docs)."""
 
-__all__ = ["setup_docs", "setup_transcoding"]
+from .docs import setup_docs
+from .encode import encoder_for
+from .handlers import setup_transcoding
 
-
-def setup_transcoding(app: web.Application) -> None:
-    return None
-
-
-def setup_docs(app: web.Application) -> None:
-    return None
+__all__ = ["encoder_for", "setup_docs", "setup_transcoding"]

@@ -75,7 +75,7 @@ async def test_request_id_is_echoed_and_used_as_completion_id(channel: grpc.aio.
     )
     reply = await call
     assert reply.id == "req-123"
-    trailing = dict(tuple(await call.trailing_metadata()))  # type: ignore[arg-type]
+    trailing = dict(tuple(await call.trailing_metadata()))
     assert trailing["x-request-id"] == "req-123"
     assert trailing["x-forge-provider"] == "openai"
     assert trailing["x-forge-model"] == "fake"

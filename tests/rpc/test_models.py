@@ -61,6 +61,13 @@ async def test_get_model_shows_ollama_details(channel: grpc.aio.Channel) -> None
     assert model.provider == "ollama" and model.details.format == "gguf"
 
 
+async def test_get_model_through_the_ollama_wildcard(channel: grpc.aio.Channel) -> None:
+    model = await stub(channel).GetModel(models_pb2.GetModelRequest(name="ollama/llama3.2:1b"))
+    assert model.provider == "ollama"
+    assert model.details.family == "llama"
+    assert model.context_length > 0
+
+
 async def test_get_unknown_model_is_not_found_naming_available(channel: grpc.aio.Channel) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub(channel).GetModel(models_pb2.GetModelRequest(name="no-such"))

@@ -149,15 +149,17 @@ class OllamaProvider:
         return [self._record(m.model or "", m) for m in listing.models]
 
     def _record(self, name: str, m: Any) -> ModelRecord:
+        """From a /api/tags entry or a /api/show answer (which has no size or digest)."""
         details = m.details
+        digest = getattr(m, "digest", None) or ""
         return ModelRecord(
             name=name,
             provider=self.kind,
             owned_by="ollama",
             capabilities=["chat", "completion"],
-            size_bytes=int(m.size or 0),
+            size_bytes=int(getattr(m, "size", None) or 0),
             # /api/tags gives bare hex; pulls and the seeds spell digests "sha256:<hex>".
-            digest=m.digest if not m.digest or ":" in m.digest else f"sha256:{m.digest}",
+            digest=digest if not digest or ":" in digest else f"sha256:{digest}",
             modified_at=m.modified_at.timestamp() if m.modified_at else None,
             family=(details.family or "") if details else "",
             families=list(details.families or []) if details else [],

@@ -12,8 +12,8 @@ __all__ = ["create_pool"]
 
 
 async def _configure(conn: AsyncConnection[Any]) -> None:
-    # Runs once per new connection (a few catalog lookups), not per query: `vector` columns then read as
-    # numpy arrays and numpy arrays bind as `vector`. The extension must exist, so migrate() comes first.
+    # Runs once per new connection (a few catalog lookups), not per query: numpy arrays then bind as `vector`
+    # and `vector` columns read as pgvector.Vector. The extension must exist, so migrate() comes first.
     await register_vector_async(conn)
     await conn.commit()  # the lookups opened a transaction; the pool wants the connection back idle
 

@@ -84,19 +84,23 @@ async def migrate(url: str, migrations: Sequence[Migration] | None = None) -> li
         try:
             await conn.execute(_HISTORY_TABLE)
             cur = await conn.execute("SELECT version, checksum FROM schema_migrations")
-            applied = dict(await cur.fetchall())
+            applied: dict[int, str] = dict(await cur.fetchall())
             _check_history(applied, pending_set)
             for migration in pending_set:
                 if migration.version in applied:
                     continue
                 started = time.perf_counter()
-                async with conn.transaction():
-                    # No parameters: psycopg sends the file as one simple query, so it may hold many statements.
-                    await conn.execute(migration.sql)
-                    await conn.execute(
-                        "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
-                        [migration.version, migration.name, migration.checksum],
-                    )
+                try:
+                    async with conn.transaction():
+                        # No parameters: psycopg sends the file as one simple query, so it may hold many
+                        # statements (and `%` needs no escaping).
+                        await conn.execute(migration.sql)
+                        await conn.execute(
+                            "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                            [migration.version, migration.name, migration.checksum],
+                        )
+                except psycopg.Error as exc:
+                    raise MigrationError(f"migration {migration.version:04d}_{migration.name} failed: {exc}") from exc
                 log.info(
                     "applied migration %04d_%s in %.0f ms",
                     migration.version,

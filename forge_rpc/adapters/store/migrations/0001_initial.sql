@@ -117,8 +117,8 @@ CREATE INDEX rag_chunks_content_tsv ON rag_chunks USING gin (content_tsv);
 -- rows that pass. The cast doubles as a guard: a chunk of the wrong dimension fails the index expression and
 -- is rejected. Why not one table per dimension: one table keeps the foreign keys, the full-text index and
 -- the cascades in one place, while a partial index holds only its namespace's rows, so each index is as
--- small and as fast as a table of its own. Why not partitions: per-namespace partitions need plan-time
--- pruning to reach one index, which bind parameters defeat just the same.
+-- small and as fast as a table of its own. Why not a partition per namespace: many small namespaces would
+-- mean as many tables, and planning time grows with the partition count.
 CREATE FUNCTION forge_rag_namespace_index() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -129,8 +129,11 @@ BEGIN
             'rag_chunks_hnsw_' || NEW.id, TG_TABLE_SCHEMA, NEW.dimension, NEW.id);
         RETURN NEW;
     ELSIF TG_OP = 'UPDATE' THEN
-        RAISE EXCEPTION 'the dimension of RAG namespace % cannot change; create a new namespace', OLD.name
-            USING ERRCODE = 'check_violation';
+        IF NEW.dimension <> OLD.dimension THEN
+            RAISE EXCEPTION 'the dimension of RAG namespace % cannot change; create a new namespace', OLD.name
+                USING ERRCODE = 'check_violation';
+        END IF;
+        RETURN NEW;
     END IF;
     EXECUTE format('DROP INDEX IF EXISTS %I.%I', TG_TABLE_SCHEMA, 'rag_chunks_hnsw_' || OLD.id);
     RETURN OLD;
