@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from .call_metadata import REQUEST_ID
+from .call_metadata import REQUEST_ID, UPSTREAM_MS
 from .invoke import Invoker
 from .keys import CONFIG, INVOKER, EdgeConfig
 from .openai import setup_openai
@@ -18,23 +18,32 @@ from .ws import setup_ws
 __all__ = ["build_edge", "start_edge"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-STARTED = web.RequestKey("forge_started", float)
 
 
 @web.middleware
-async def request_id_header(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Echoes the request id on every answer; streaming handlers set it before their first byte themselves."""
-    request[STARTED] = time.perf_counter()
+async def edge_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Echoes the request id, and on whole answers `x-forge-overhead-ms`: the time forge itself added (the
+    call's time minus what the core spent waiting on the provider). Streams send their headers before the
+    first byte, when that is not known yet."""
+    started = time.perf_counter()
     response = await handler(request)
+    if response.prepared:
+        return response
     rid = request.get(REQUEST_ID)
-    if rid and not response.prepared:
+    if rid:
         response.headers.setdefault("x-request-id", rid)
+    elapsed = (time.perf_counter() - started) * 1000
+    try:
+        upstream = float(response.headers.get(UPSTREAM_MS, 0.0))
+    except ValueError:
+        upstream = 0.0
+    response.headers["x-forge-overhead-ms"] = f"{max(0.0, elapsed - upstream):.2f}"
     return response
 
 
 def build_edge(invoker: Invoker, config: EdgeConfig | None = None) -> web.Application:
     cfg = config or EdgeConfig()
-    app = web.Application(middlewares=[request_id_header], client_max_size=cfg.max_body_bytes)
+    app = web.Application(middlewares=[edge_headers], client_max_size=cfg.max_body_bytes)
     app[INVOKER] = invoker
     app[CONFIG] = cfg
     # OpenAI's paths first: where a seed path collides with OpenAI's, real clients speak OpenAI.

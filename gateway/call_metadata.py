@@ -8,9 +8,13 @@ from aiohttp import web
 
 from .keys import CONFIG
 
-__all__ = ["REQUEST_ID", "call_metadata", "call_timeout"]
+__all__ = ["REQUEST_ID", "TRAILING", "UPSTREAM_MS", "call_metadata", "call_timeout"]
 
 REQUEST_ID = web.RequestKey("forge_request_id", str)
+#: The core's trailing metadata of a unary call, for headers derived from it.
+TRAILING = web.RequestKey("forge_trailing", list[tuple[str, str]])
+#: Trailing key: milliseconds the core waited on the provider; the rest of a call's time is forge's overhead.
+UPSTREAM_MS = "x-forge-upstream-ms"
 _PASSED = ("authorization", "x-api-key", "user-agent")
 
 

@@ -14,7 +14,7 @@ from forge.models.v1 import models_pb2
 from forge.rag.v1 import rag_pb2
 from google.protobuf.message import Message
 
-from ..call_metadata import REQUEST_ID, call_metadata, call_timeout
+from ..call_metadata import REQUEST_ID, TRAILING, UPSTREAM_MS, call_metadata, call_timeout
 from ..invoke import InvokeError, Metadata
 from ..keys import CONFIG, INVOKER
 from .embeddings import embeddings_json, parse_embeddings
@@ -57,6 +57,7 @@ async def _unary(request: web.Request, method: str, message: Message, metadata: 
         result = await request.app[INVOKER].unary(method, message, metadata, call_timeout(request))
     except InvokeError as err:
         raise from_invoke(err, prefix) from None
+    request[TRAILING] = result.trailing
     return result.response
 
 
@@ -71,6 +72,7 @@ async def chat_completions(request: web.Request, metadata: Metadata) -> web.Stre
     rid = request[REQUEST_ID]
     # Which route answered is known for a unary call; streams learn it only at their end, after the headers.
     route = {"x-forge-provider": reply.provider, "x-forge-model": reply.model} if reply.provider else {}
+    route.update((k, v) for k, v in request.get(TRAILING, ()) if k == UPSTREAM_MS)
     return _json(completion_json(reply, f"chatcmpl-{rid}", call.model), rid, route)
 
 

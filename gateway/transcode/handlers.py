@@ -12,7 +12,7 @@ import grpc
 import orjson
 from aiohttp import web
 
-from ..call_metadata import REQUEST_ID, call_metadata, call_timeout
+from ..call_metadata import REQUEST_ID, UPSTREAM_MS, call_metadata, call_timeout
 from ..errors import error_reason, error_response
 from ..invoke import InvokeError, Invoker
 from ..keys import CONFIG, INVOKER
@@ -28,7 +28,7 @@ log = logging.getLogger("forge.edge")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Trailing metadata the core sets that clients see as response headers (which route answered).
-_PASSED_TRAILERS = frozenset({"x-forge-provider", "x-forge-model"})
+_PASSED_TRAILERS = frozenset({"x-forge-provider", "x-forge-model", UPSTREAM_MS})
 # Edge-side failures whose HTTP status is not the gRPC code's usual one.
 _STATUS_BY_REASON = {"PAYLOAD_TOO_LARGE": 413, "METHOD_NOT_ALLOWED": 405}
 _VARIABLE = re.compile(r"\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\}")
