@@ -57,7 +57,7 @@ async def _unary(request: web.Request, method: str, message: Message, metadata: 
         result = await request.app[INVOKER].unary(method, message, metadata, call_timeout(request))
     except InvokeError as err:
         raise from_invoke(err, prefix) from None
-    request[TRAILING] = result.trailing
+    request[TRAILING] = list(result.trailing)
     return result.response
 
 
