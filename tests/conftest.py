@@ -12,15 +12,34 @@ import pytest
 import pytest_asyncio
 
 from forge_rpc.server.app import ForgeApp
-from forge_rpc.server.config import DeploymentConfig, ForgeConfig, ProvidersConfig
+from forge_rpc.server.config import DeploymentConfig, ForgeConfig, ProvidersConfig, StorageConfig
+from forge_rpc.server.database import EmbeddedPostgres
 from forge_rpc.testing import running_forge
 from tests.fakes import FakeUpstream
+
+# The database every forge a test starts uses (set once per session by `apps_database`).
+_APPS_DATABASE: list[str] = []
 
 
 @pytest_asyncio.fixture(scope="session")
 async def fake() -> AsyncIterator[FakeUpstream]:
     async with FakeUpstream() as upstream:
         yield upstream
+
+
+@pytest_asyncio.fixture(scope="session", autouse=True)
+async def apps_database(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """One embedded PostgreSQL for the forges tests start (store tests run their own, with a database per
+    module); fsync off, as a test cluster is thrown away."""
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("apps-postgres"), durable=False)
+    url = await server.start()
+    _APPS_DATABASE.append(url)
+    yield url
+    await server.stop()
+
+
+def storage_config() -> StorageConfig:
+    return StorageConfig(database_url=_APPS_DATABASE[0], pool_max_size=4)
 
 
 def forge_config(fake: FakeUpstream, *, litellm: bool = False, discover_ollama: bool = True) -> ForgeConfig:
@@ -37,12 +56,13 @@ def forge_config(fake: FakeUpstream, *, litellm: bool = False, discover_ollama: 
             DeploymentConfig("lite/*", "openai/*", api_base=fake.openai_base, api_key="sk-test", adapter="litellm")
         )
     return ForgeConfig(
+        storage=storage_config(),
         providers=ProvidersConfig(
             deployments=tuple(deployments),
             ollama_host=fake.base_url,
             discover_ollama=discover_ollama,
             default_model="fake",
-        )
+        ),
     )
 
 

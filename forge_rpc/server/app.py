@@ -8,11 +8,13 @@ import logging
 import signal
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from psycopg_pool import AsyncConnectionPool
 
 from gateway.app import build_edge, start_edge
 from gateway.invoke import ChannelInvoker, Invoker, LocalInvoker
@@ -22,11 +24,13 @@ from ..adapters.accounting import LocalTokenCounter, PriceTable
 from ..adapters.providers.directory import ConfiguredModel, ProviderDirectory
 from ..adapters.providers.factory import ProviderSpec, classify
 from ..adapters.providers.health_monitor import HealthMonitor
+from ..adapters.store import create_pool, migrate
 from ..domain import ChatEngine, PullHub
 from ..services.chat import ChatServicer
 from ..services.models import ModelsServicer
 from ..services.system_health import SystemHealthServicer
 from .config import DeploymentConfig, ForgeConfig
+from .database import EmbeddedPostgres
 from .methods import MethodTable, build_method_table, grpc_handlers
 from .services import PLANNED_IN, SERVICES
 
@@ -70,11 +74,38 @@ class ForgeApp:
     http_port: int = 0
     edge: web.AppRunner | None = None
     started_at: float = field(default_factory=time.time)
+    pool: AsyncConnectionPool[Any] | None = None
+    embedded_db: EmbeddedPostgres | None = None
 
     async def start(self, edge_config: EdgeConfig | None = None) -> None:
-        await self.start_core()
-        if self.config.http.enabled:
-            await self.start_edge(LocalInvoker(self.methods), edge_config)
+        # Storage first: nothing serves before the schema exists.
+        await self.start_storage()
+        try:
+            await self.start_core()
+            if self.config.http.enabled:
+                await self.start_edge(LocalInvoker(self.methods), edge_config)
+        except BaseException:
+            await self.stop(0)
+            raise
+
+    async def start_storage(self) -> None:
+        """The embedded PostgreSQL (unless FORGE_DATABASE_URL names one), migrated, and a connection pool."""
+        s = self.config.storage
+        url = s.database_url
+        if url is None:
+            self.embedded_db = EmbeddedPostgres(self.config.data_dir, port=s.embedded_port)
+            url = await self.embedded_db.start()
+        await migrate(url)
+        self.pool = create_pool(url, min_size=s.pool_min_size, max_size=s.pool_max_size, timeout_s=s.pool_timeout_s)
+        await self.pool.open(wait=True, timeout=30)
+
+    async def stop_storage(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
+        if self.embedded_db is not None:
+            await self.embedded_db.stop()
+            self.embedded_db = None
 
     async def start_edge(self, invoker: Invoker, edge_config: EdgeConfig | None = None) -> None:
         """The HTTP edge in this process and event loop, over the given invoker."""
@@ -117,11 +148,14 @@ class ForgeApp:
         rest are cancelled."""
         await self.health.enter_graceful_shutdown()
         grace = self.config.grpc.shutdown_grace_s if grace is None else grace
-        await asyncio.gather(
-            *([self.server.stop(grace)] if self.server is not None else []),
-            *([self.edge.cleanup()] if self.edge is not None else []),
-        )
-        await self.directory.close()
+        try:
+            await asyncio.gather(
+                *([self.server.stop(grace)] if self.server is not None else []),
+                *([self.edge.cleanup()] if self.edge is not None else []),
+            )
+            await self.directory.close()
+        finally:
+            await self.stop_storage()
 
     async def wait(self) -> None:
         if self.server is not None:

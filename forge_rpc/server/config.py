@@ -22,6 +22,7 @@ __all__ = [
     "GrpcConfig",
     "HttpConfig",
     "ProvidersConfig",
+    "StorageConfig",
     "load_config",
 ]
 
@@ -96,10 +97,24 @@ class ProvidersConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StorageConfig:
+    database_url: str | None = None
+    """External PostgreSQL with pgvector (`FORGE_DATABASE_URL`); None runs the embedded server in data_dir/pg."""
+    embedded_port: int | None = None
+    """127.0.0.1 port of the embedded server (`FORGE_EMBEDDED_PG_PORT`); None picks a free one at each start."""
+    pool_min_size: int = 1
+    pool_max_size: int = 10
+    """Connections per replica (`FORGE_DB_POOL_SIZE`); replicas × this must stay under max_connections (100)."""
+    pool_timeout_s: float = 10.0
+    """How long a caller waits for a free connection."""
+
+
+@dataclass(frozen=True, slots=True)
 class ForgeConfig:
     grpc: GrpcConfig = field(default_factory=GrpcConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     providers: ProvidersConfig = field(default_factory=ProvidersConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     data_dir: Path = field(default_factory=lambda: Path("~/.local/share/forge").expanduser())
     log_level: str = "INFO"
     version: str = "0.1.0"
@@ -210,7 +225,15 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None, 
         default_model=env.get("FORGE_DEFAULT_MODEL") or p.get("default_model"),
         discovery_ttl_s=float(p.get("discovery_ttl_s", _PROVIDERS.discovery_ttl_s)),
     )
+    s = data.get("storage") or {}
+    embedded_port = env.get("FORGE_EMBEDDED_PG_PORT") or s.get("embedded_port")
+    storage_cfg = StorageConfig(
+        database_url=env.get("FORGE_DATABASE_URL") or s.get("database_url"),
+        embedded_port=int(embedded_port) if embedded_port else None,
+        pool_max_size=_int(env, "FORGE_DB_POOL_SIZE", int(s.get("pool_max_size", 10))),
+    )
     cfg = ForgeConfig(
+        storage=storage_cfg,
         grpc=grpc_cfg,
         http=http_cfg,
         providers=providers_cfg,

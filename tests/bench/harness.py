@@ -66,7 +66,12 @@ async def forge_process(fake: FakeUpstream, *, split: bool = False) -> AsyncIter
         f"    litellm_params: {{model: 'openai/*', api_base: '{fake.openai_base}', api_key: k}}\n"
         "providers: {discover_ollama: false}\n"
     )
-    env = {**os.environ, "FORGE_LOG_LEVEL": "WARNING", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    env = {
+        **os.environ,
+        "FORGE_LOG_LEVEL": "WARNING",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "FORGE_DATA_DIR": str(config.parent / "data"),
+    }
     grpc_port, http_port = free_port(), free_port()
     procs = []
     core = await asyncio.create_subprocess_exec(

@@ -106,6 +106,9 @@ async def test_sigterm_stops_serve_cleanly(fake: FakeUpstream, tmp_path: Path) -
         pass
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(proc.wait(), 15) == 0
+    # The embedded PostgreSQL lives in the data directory and was stopped with forge.
+    assert (tmp_path / "pg" / "PG_VERSION").exists()
+    assert not (tmp_path / "pg" / "postmaster.pid").exists()
 
 
 async def test_help_on_every_command() -> None:

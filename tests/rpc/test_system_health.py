@@ -10,7 +10,7 @@ from forge.routing.v1 import routing_pb2, routing_pb2_grpc
 
 from forge_rpc.server.config import DeploymentConfig, ForgeConfig, ProvidersConfig
 from forge_rpc.testing import running_forge
-from tests.conftest import forge_config
+from tests.conftest import forge_config, storage_config
 from tests.fakes import FakeUpstream
 
 pytestmark = pytest.mark.asyncio
@@ -36,10 +36,11 @@ async def test_health_reports_every_dependency(channel: grpc.aio.Channel) -> Non
 
 async def test_health_is_healthy_when_every_provider_answers(fake: FakeUpstream) -> None:
     config = ForgeConfig(
+        storage=storage_config(),
         providers=ProvidersConfig(
             deployments=(DeploymentConfig("fake", "openai/gpt-fake", api_base=fake.openai_base, api_key="k"),),
             ollama_host=fake.base_url,
-        )
+        ),
     )
     async with running_forge(config, http=False) as app, grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as ch:
         health = await stub(ch).GetHealth(routing_pb2.GetHealthRequest())
@@ -48,7 +49,10 @@ async def test_health_is_healthy_when_every_provider_answers(fake: FakeUpstream)
 
 
 async def test_health_without_providers_is_degraded_and_says_why() -> None:
-    config = ForgeConfig(providers=ProvidersConfig(ollama_host="http://127.0.0.1:9", discover_ollama=True))
+    config = ForgeConfig(
+        storage=storage_config(),
+        providers=ProvidersConfig(ollama_host="http://127.0.0.1:9", discover_ollama=True),
+    )
     async with running_forge(config, http=False) as app, grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as ch:
         health = await stub(ch).GetHealth(routing_pb2.GetHealthRequest())
     assert health.status == "degraded"
