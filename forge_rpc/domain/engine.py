@@ -74,7 +74,11 @@ class ChatStream:
                 self.finish = event.reason
         if self.finish is None:
             raise ProviderProtocolError(self.provider, "the stream ended without a finish reason")
-        self.usage = self._engine.account(self.route, self._params, self._reported, "".join(self._parts))
+        self.usage = self.partial_usage()
+
+    def partial_usage(self) -> Usage:
+        """Usage so far, accounted like a finished stream: what a cancelled or failed stream is billed."""
+        return self._engine.account(self.route, self._params, self._reported, "".join(self._parts))
 
 
 class ChatEngine:

@@ -25,7 +25,10 @@ from ..adapters.providers.directory import ConfiguredModel, ProviderDirectory
 from ..adapters.providers.factory import ProviderSpec, classify
 from ..adapters.providers.health_monitor import HealthMonitor
 from ..adapters.store import create_pool, migrate
+from ..adapters.store.analytics_queries import AnalyticsQueries
+from ..adapters.store.ledger import UsageLedger
 from ..domain import ChatEngine, PullHub
+from ..services.analytics import AnalyticsServicer
 from ..services.chat import ChatServicer
 from ..services.models import ModelsServicer
 from ..services.system_health import SystemHealthServicer
@@ -76,6 +79,8 @@ class ForgeApp:
     started_at: float = field(default_factory=time.time)
     pool: AsyncConnectionPool[Any] | None = None
     embedded_db: EmbeddedPostgres | None = None
+    ledger: UsageLedger | None = None
+    analytics_queries: AnalyticsQueries | None = None
 
     async def start(self, edge_config: EdgeConfig | None = None) -> None:
         # Storage first: nothing serves before the schema exists.
@@ -98,8 +103,17 @@ class ForgeApp:
         await migrate(url)
         self.pool = create_pool(url, min_size=s.pool_min_size, max_size=s.pool_max_size, timeout_s=s.pool_timeout_s)
         await self.pool.open(wait=True, timeout=30)
+        # Servicers were built before the pool existed: bind it now, before anything serves.
+        if self.analytics_queries is not None:
+            self.analytics_queries.bind(self.pool)
+        if self.ledger is not None:
+            await self.ledger.start(self.pool)
 
     async def stop_storage(self) -> None:
+        # The ledger first: its close() writes every recorded row, which needs the pool still open. It runs
+        # after the servers stopped, so the last calls' rows are in the buffer by then.
+        if self.ledger is not None:
+            await self.ledger.close()
         if self.pool is not None:
             await self.pool.close()
             self.pool = None
@@ -163,7 +177,12 @@ class ForgeApp:
 
 
 # Services whose dependencies are all in process today; the others report NOT_SERVING until they land.
-_READY = {"forge.chat.v1.ChatService", "forge.models.v1.ModelsService", "forge.routing.v1.RoutingService"}
+_READY = {
+    "forge.analytics.v1.AnalyticsService",
+    "forge.chat.v1.ChatService",
+    "forge.models.v1.ModelsService",
+    "forge.routing.v1.RoutingService",
+}
 
 
 def build(config: ForgeConfig) -> ForgeApp:
@@ -174,11 +193,15 @@ def build(config: ForgeConfig) -> ForgeApp:
         default_model=config.providers.default_model,
         ttl_s=config.providers.discovery_ttl_s,
     )
-    engine = ChatEngine(directory, directory.providers, LocalTokenCounter(), PriceTable())
+    prices = PriceTable()
+    engine = ChatEngine(directory, directory.providers, LocalTokenCounter(), prices)
     started_at = time.time()
+    ledger = UsageLedger()  # the pool is bound in start_storage()
+    queries = AnalyticsQueries()
     monitor = HealthMonitor(directory)
     servicers = {
-        SERVICES["forge.chat.v1.ChatService"]: ChatServicer(engine),
+        SERVICES["forge.chat.v1.ChatService"]: ChatServicer(engine, ledger),
+        SERVICES["forge.analytics.v1.AnalyticsService"]: AnalyticsServicer(ledger, queries, prices, started_at),
         SERVICES["forge.models.v1.ModelsService"]: ModelsServicer(directory, PullHub()),
         SERVICES["forge.routing.v1.RoutingService"]: SystemHealthServicer(
             monitor, config.version, started_at, config.status_watch_interval_s
@@ -186,7 +209,7 @@ def build(config: ForgeConfig) -> ForgeApp:
     }
     table = build_method_table({d: servicers.get(d) for d in SERVICES.values()}, PLANNED_IN)
     hs = health.aio.HealthServicer()
-    return ForgeApp(config, directory, table, hs, started_at=started_at)
+    return ForgeApp(config, directory, table, hs, started_at=started_at, ledger=ledger, analytics_queries=queries)
 
 
 def _stop_event() -> asyncio.Event:

@@ -140,7 +140,7 @@ class AnalyticsServicer:
         limit = self._quota(user_id)
         if limit is None or user_id is None:
             return -1, -1
-        used = await self._queries.tokens_used(user_id, _month_start(now))
+        used = await self._queries.tokens_used(user_id, _month_start(now), _next_month(now))
         return max(limit - used, 0), limit
 
     async def RecordUsage(self, request: pb.RecordUsageRequest, context: CallContext) -> pb.RecordUsageResponse:

@@ -131,11 +131,11 @@ async def test_service_status_streams_initial_states(local_edge: ForgeApp) -> No
 
 async def test_rpc_errors_become_error_frames(edge: ForgeApp, http: aiohttp.ClientSession) -> None:
     async with await connect(edge, http) as ws:
-        # Analytics is not implemented yet: the core answers UNIMPLEMENTED, the socket carries on.
-        await subscribe(ws, "m", "metrics", interval_ms=250)
-        (frame,) = await frames_for(ws, "m")
+        # Training is not implemented yet: the core answers UNIMPLEMENTED, the socket carries on.
+        await subscribe(ws, "j", "job", job_id="nope")
+        (frame,) = await frames_for(ws, "j")
         assert frame["type"] == "error" and frame["error"]["code"] == "UNIMPLEMENTED"
-        assert "AnalyticsService.WatchMetrics" in frame["error"]["detail"]
+        assert "TrainingService.WatchJob" in frame["error"]["detail"]
         await subscribe(ws, "missing", "pull", model="doesnotexist:1b")
         frame = (await frames_for(ws, "missing"))[-1]  # after Ollama's "pulling manifest" event
         assert frame["type"] == "error" and frame["error"]["code"] == "MODEL_NOT_FOUND"
@@ -208,3 +208,17 @@ async def test_an_id_is_reusable_once_its_stream_completed(local_edge: ForgeApp)
         for _ in range(2):
             await subscribe(ws, "again", "pull", model="wsagain:1b")
             assert (await frames_for(ws, "again"))[-1]["type"] == "complete"
+
+
+async def test_metrics_topic_streams_live_snapshots(local_edge: ForgeApp) -> None:
+    async with aiohttp.ClientSession() as session, await connect(local_edge, session) as ws:
+        await subscribe(ws, "m", "metrics", interval_ms=50)
+        events: list[Frame] = []
+        async with asyncio.timeout(10):
+            while len(events) < 2:
+                frame = await next_frame(ws, 10)
+                if frame.get("id") == "m":
+                    assert frame["type"] == "event", frame
+                    events.append(frame)
+        assert all("data" in e for e in events)
+        await send(ws, {"type": "unsubscribe", "id": "m"})

@@ -1,7 +1,7 @@
 """What runs on the local model's worker thread: loading a GGUF with llama.cpp, formatting chat with the model's
 own template, generating tokens with a stop check between every two of them, and the channel that hands the text
-to the event loop. `local_llama.py` owns the thread and the requests. `llama_cpp` is imported
-only when a model loads (it costs ~0.6 s and is an optional extra), so this module imports without it.
+to the event loop. `local_llama.py` owns the thread and the requests. `llama_cpp` is imported only when a model
+loads (it costs ~0.6 s and is an optional extra), so this module imports without it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ...domain import FieldViolation, FinishReason, InvalidArgument
 
@@ -137,8 +137,8 @@ class LoadedModel:
         import llama_cpp
 
         imported = time.perf_counter()
-        # Prompt and generation threads alike: on a shared 2-core machine a second OpenMP thread waiting on a busy
-        # core cut decoding from ~80 to 6-10 tokens/s (measured), one thread per core in use never does.
+        # The same count for prompt and generation: on this busy 2-core machine a second OpenMP thread, spinning
+        # for a core the event loop and other processes also want, cut decoding from ~105 to 11-41 tokens/s.
         llm = llama_cpp.Llama(
             model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads, verbose=False
         )
@@ -156,9 +156,12 @@ class LoadedModel:
         self._llm.close()
 
     def prompt_tokens(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        prompt = self._format(messages=list(messages)).prompt  # type: ignore[arg-type]
+        # llama-cpp-python types messages as OpenAI's TypedDicts; plain role/content dicts are what it reads.
+        plain: list[Any] = list(messages)
+        prompt: str = self._format(messages=plain).prompt
         # The template writes any BOS itself (llama-cpp-python's chat handlers tokenize the same way).
-        return self._llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        tokens: list[int] = self._llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        return tokens
 
     def generate(self, request: LocalRequest, sink: TokenSink) -> Generated:
         import llama_cpp

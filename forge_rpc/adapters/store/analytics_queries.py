@@ -18,6 +18,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from ...domain import FailedPrecondition
 from ...domain.ledger import UsageStatus
 
 __all__ = [
@@ -157,9 +158,19 @@ def _i(value: Any) -> int:
 class AnalyticsQueries:
     """Queries over the ledger. `now` is injectable so tests pin the history buckets exactly."""
 
-    def __init__(self, pool: Pool, now: Callable[[], float] = time.time) -> None:
-        self._pool = pool
+    def __init__(self, pool: Pool | None = None, now: Callable[[], float] = time.time) -> None:
+        self._bound = pool
         self._now = now
+
+    def bind(self, pool: Pool) -> None:
+        """Sets the pool when it did not exist at construction (storage starts after the servicers are built)."""
+        self._bound = pool
+
+    @property
+    def _pool(self) -> Pool:
+        if self._bound is None:
+            raise FailedPrecondition("analytics storage is not started yet", "STORAGE_NOT_READY")
+        return self._bound
 
     async def _rows(self, query: sql.Composable | str, params: Sequence[Any] | dict[str, Any]) -> list[dict[str, Any]]:
         async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
@@ -196,10 +207,12 @@ class AnalyticsQueries:
             by_model,
         )
 
-    async def tokens_used(self, user_id: str, since: datetime) -> int:
+    async def tokens_used(self, user_id: str, start: datetime, end: datetime) -> int:
+        """Tokens of `user_id` in [start, end): a quota period."""
         rows = await self._rows(
-            "SELECT coalesce(sum(total_tokens), 0) AS t FROM usage_ledger WHERE user_id = %s AND created_at >= %s",
-            [user_id, since],
+            "SELECT coalesce(sum(total_tokens), 0) AS t FROM usage_ledger"
+            " WHERE user_id = %s AND created_at >= %s AND created_at < %s",
+            [user_id, start, end],
         )
         return _i(rows[0]["t"])
 

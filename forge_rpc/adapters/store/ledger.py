@@ -97,7 +97,7 @@ class UsageLedger:
 
     def __init__(
         self,
-        pool: AsyncConnectionPool[AsyncConnection[Any]],
+        pool: AsyncConnectionPool[AsyncConnection[Any]] | None = None,
         *,
         flush_interval_s: float = 0.2,
         batch_size: int = 500,
@@ -126,6 +126,11 @@ class UsageLedger:
         self.rejected = 0
         """Rows the database refused as invalid (logged and dropped so they cannot block the rest)."""
 
+    def _require_pool(self) -> AsyncConnectionPool[AsyncConnection[Any]]:
+        if self._pool is None:
+            raise RuntimeError("UsageLedger has no pool: pass it to the constructor or start()")
+        return self._pool
+
     @property
     def pending(self) -> int:
         return len(self._buffer)
@@ -142,7 +147,11 @@ class UsageLedger:
         if len(self._buffer) >= self._batch:
             self._wake.set()
 
-    async def start(self) -> None:
+    async def start(self, pool: AsyncConnectionPool[AsyncConnection[Any]] | None = None) -> None:
+        """Starts the flusher. `pool` binds the pool when it did not exist at construction (the composition root
+        builds servicers before storage starts); records made before this are kept and written."""
+        if pool is not None:
+            self._pool = pool
         if self._task is None:
             self._stop.clear()
             self._task = asyncio.create_task(self._run(), name="usage-ledger-flusher")
@@ -169,7 +178,7 @@ class UsageLedger:
     async def write_now(self, rec: UsageRecord) -> bool:
         """Inserts one row at once, bypassing the buffer, for callers that acknowledge durability (external
         usage via RecordUsage); False when its request id was already recorded."""
-        async with self._pool.connection() as conn:
+        async with self._require_pool().connection() as conn:
             return await insert_usage(conn, [rec]) == 1
 
     async def flush(self) -> int:
@@ -189,7 +198,7 @@ class UsageLedger:
 
     async def _write(self, batch: list[UsageRecord]) -> int:
         try:
-            async with self._pool.connection() as conn:
+            async with self._require_pool().connection() as conn:
                 return await insert_usage(conn, batch)
         except _ROW_ERRORS:
             return await self._write_one_by_one(batch)
@@ -197,7 +206,7 @@ class UsageLedger:
     async def _write_one_by_one(self, batch: list[UsageRecord]) -> int:
         # Rare: find the bad rows so the good ones are not held hostage by them.
         inserted = 0
-        async with self._pool.connection() as conn:
+        async with self._require_pool().connection() as conn:
             for rec in batch:
                 try:
                     async with conn.transaction():
