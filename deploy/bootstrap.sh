@@ -20,7 +20,19 @@ ensure_uv() {
   fi
 }
 
+# Always with the `local` extra (llama.cpp and a small model: forge's zero-config default). llama-cpp-python is an
+# sdist, compiled at install (~5 min on 2 cores). uv keeps the built wheel but, online, reuses it only while the
+# sdist's cached HTTP response is fresh; the registry mirror here sends no cache headers, so every fresh .venv
+# would compile again. Offline, uv installs from its cache alone (0.5 s) and fails fast when something is
+# missing: then fetch what is new without touching llama.cpp, and compile it only if the cache still lacks it.
 sync_workspace() {
   ensure_uv
-  (cd "$FORGE_ROOT" && uv sync --all-packages --frozen --quiet "$@")
+  (
+    cd "$FORGE_ROOT"
+    local sync=(uv sync --all-packages --frozen --extra local --quiet)
+    "${sync[@]}" --offline "$@" 2>/dev/null && exit 0
+    echo "forge: installing dependencies (the first time compiles llama.cpp: about 5 minutes)…" >&2
+    "${sync[@]}" --no-install-package llama-cpp-python "$@"
+    "${sync[@]}" --offline "$@" 2>/dev/null || CMAKE_ARGS="-DGGML_NATIVE=OFF" "${sync[@]}" "$@"
+  )
 }

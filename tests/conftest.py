@@ -62,6 +62,7 @@ def forge_config(fake: FakeUpstream, *, litellm: bool = False, discover_ollama: 
             ollama_host=fake.base_url,
             discover_ollama=discover_ollama,
             default_model="fake",
+            local_model=False,  # the local model has its own tests (tests/local); here it would change listings
         ),
     )
 

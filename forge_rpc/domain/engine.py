@@ -61,17 +61,24 @@ class ChatStream:
 
     async def events(self) -> AsyncIterator[TextDelta | ToolCallDelta]:
         """Deltas as the provider sends them; `usage` and `finish` are final once this is exhausted."""
-        async for event in self._source:
-            if isinstance(event, TextDelta):
-                self.usage.completion_tokens += event.chunks
-                self._parts.append(event.text)
-                yield event
-            elif isinstance(event, ToolCallDelta):
-                yield event
-            elif isinstance(event, UsageReport):
-                self._reported = event
-            else:
-                self.finish = event.reason
+        try:
+            async for event in self._source:
+                if isinstance(event, TextDelta):
+                    self.usage.completion_tokens += event.chunks
+                    self._parts.append(event.text)
+                    yield event
+                elif isinstance(event, ToolCallDelta):
+                    yield event
+                elif isinstance(event, UsageReport):
+                    self._reported = event
+                else:
+                    self.finish = event.reason
+        finally:
+            # A consumer that closes this iterator without cancelling its task must still close the provider's
+            # stream now (and with it the upstream request), not whenever the garbage collector gets to it.
+            closer = getattr(self._source, "aclose", None)
+            if closer is not None:
+                await closer()
         if self.finish is None:
             raise ProviderProtocolError(self.provider, "the stream ended without a finish reason")
         self.usage = self.partial_usage()

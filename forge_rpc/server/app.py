@@ -24,6 +24,7 @@ from ..adapters.accounting import LocalTokenCounter, PriceTable
 from ..adapters.providers.directory import ConfiguredModel, ProviderDirectory
 from ..adapters.providers.factory import ProviderSpec, classify
 from ..adapters.providers.health_monitor import HealthMonitor
+from ..adapters.providers.local_llama import LocalLlamaProvider, local_provider_if_available
 from ..adapters.store import create_pool, migrate
 from ..adapters.store.analytics_queries import AnalyticsQueries
 from ..adapters.store.ledger import UsageLedger
@@ -132,6 +133,8 @@ class ForgeApp:
         log.info("HTTP listening on %s:%d", self.config.http.host, self.http_port)
 
     async def start_core(self) -> None:
+        if self.directory.local is not None:
+            self.directory.local.warm_up()  # loads on its own thread (~0.3 s): serving starts without waiting
         self.server = grpc.aio.server(options=_server_options(self.config))
         self.server.add_generic_rpc_handlers(grpc_handlers(self.methods))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -185,13 +188,18 @@ _READY = {
 }
 
 
-def build(config: ForgeConfig) -> ForgeApp:
+def build(config: ForgeConfig, *, local: LocalLlamaProvider | None = None) -> ForgeApp:
+    """`local` serves an in-process model built by the caller (tests); by default the `local` extra's, if
+    installed and not turned off."""
+    if local is None and config.providers.local_model:
+        local = local_provider_if_available()
     directory = ProviderDirectory(
         configured_models(config.providers.deployments),
         ollama_host=config.providers.ollama_host,
         discover_ollama=config.providers.discover_ollama,
         default_model=config.providers.default_model,
         ttl_s=config.providers.discovery_ttl_s,
+        local=local,
     )
     prices = PriceTable()
     engine = ChatEngine(directory, directory.providers, LocalTokenCounter(), prices)

@@ -94,6 +94,9 @@ class ProvidersConfig:
     """Model used when a request names none (`FORGE_DEFAULT_MODEL`); else the first configured one."""
     discovery_ttl_s: float = 30.0
     """How long a discovered model list is reused before it is fetched again."""
+    local_model: bool = True
+    """Serve the in-process model (`local/smollm2-135m-instruct`) when the `local` extra is installed
+    (`FORGE_LOCAL_MODEL=0` turns it off); it is the default model only when nothing else is configured or found."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +227,7 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None, 
         discover_ollama=_bool(env.get("FORGE_DISCOVER_OLLAMA"), bool(p.get("discover_ollama", True))),
         default_model=env.get("FORGE_DEFAULT_MODEL") or p.get("default_model"),
         discovery_ttl_s=float(p.get("discovery_ttl_s", _PROVIDERS.discovery_ttl_s)),
+        local_model=_bool(env.get("FORGE_LOCAL_MODEL"), bool(p.get("local_model", _PROVIDERS.local_model))),
     )
     s = data.get("storage") or {}
     embedded_port = env.get("FORGE_EMBEDDED_PG_PORT") or s.get("embedded_port")

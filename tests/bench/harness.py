@@ -69,6 +69,7 @@ async def forge_process(fake: FakeUpstream, *, split: bool = False) -> AsyncIter
     env = {
         **os.environ,
         "FORGE_LOG_LEVEL": "WARNING",
+        "FORGE_LOCAL_MODEL": "0",
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         "FORGE_DATA_DIR": str(config.parent / "data"),
     }

@@ -40,6 +40,7 @@ async def test_health_is_healthy_when_every_provider_answers(fake: FakeUpstream)
         providers=ProvidersConfig(
             deployments=(DeploymentConfig("fake", "openai/gpt-fake", api_base=fake.openai_base, api_key="k"),),
             ollama_host=fake.base_url,
+            local_model=False,
         ),
     )
     async with running_forge(config, http=False) as app, grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as ch:
@@ -51,7 +52,7 @@ async def test_health_is_healthy_when_every_provider_answers(fake: FakeUpstream)
 async def test_health_without_providers_is_degraded_and_says_why() -> None:
     config = ForgeConfig(
         storage=storage_config(),
-        providers=ProvidersConfig(ollama_host="http://127.0.0.1:9", discover_ollama=True),
+        providers=ProvidersConfig(ollama_host="http://127.0.0.1:9", discover_ollama=True, local_model=False),
     )
     async with running_forge(config, http=False) as app, grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as ch:
         health = await stub(ch).GetHealth(routing_pb2.GetHealthRequest())

@@ -12,6 +12,7 @@ from typing import Any
 
 from ...domain import ChatProvider, Deployment, ModelCatalog, ModelNotFound, ModelRecord
 from .factory import ProviderSpec, build_provider
+from .local_llama import LocalLlamaProvider
 from .ollama_native import OllamaProvider
 from .openai_compat import OpenAICompatProvider
 
@@ -40,6 +41,7 @@ class ProviderDirectory:
         discover_ollama: bool,
         default_model: str | None,
         ttl_s: float = 30.0,
+        local: LocalLlamaProvider | None = None,
     ) -> None:
         self._ids: dict[ProviderSpec, str] = {}
         self.providers: dict[str, ChatProvider] = {}
@@ -53,7 +55,14 @@ class ProviderDirectory:
         self._ttl = ttl_s
         self._discovered: list[Deployment] = []
         self._discovered_records: list[ModelRecord] = []
-        self._catalog = ModelCatalog(self._configured, default_model)
+        # The in-process model comes after everything configured or discovered: it is the default model only
+        # when nothing else is there.
+        self.local = local
+        self._fallback: list[Deployment] = []
+        if local is not None:
+            self.providers["local"] = local
+            self._fallback.append(Deployment(local.record.name, "local", local.record.upstream_model))
+        self._catalog = ModelCatalog([*self._configured, *self._fallback], default_model)
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
 
@@ -103,7 +112,7 @@ class ProviderDirectory:
         if records:
             deployments.append(Deployment("ollama/*", self._ollama_id, "*"))
         self._discovered = deployments
-        self._catalog = ModelCatalog([*self._configured, *deployments], self._default)
+        self._catalog = ModelCatalog([*self._configured, *deployments, *self._fallback], self._default)
 
     async def list_models(self) -> list[ModelRecord]:
         """Every servable model: configured ones first, then what Ollama has."""
@@ -132,6 +141,8 @@ class ProviderDirectory:
             if r.name not in seen:
                 seen.add(r.name)
                 out.append(r)
+        if self.local is not None and self.local.record.name not in seen:
+            out.append(self.local.record)
         return out
 
     async def _expand_wildcard(self, d: Deployment, seen: set[str]) -> list[ModelRecord]:
