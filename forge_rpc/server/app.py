@@ -4,6 +4,7 @@ and runs the gRPC server with health, reflection and graceful shutdown."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -21,6 +22,7 @@ from gateway.invoke import ChannelInvoker, Invoker, LocalInvoker
 from gateway.keys import EdgeConfig
 
 from ..adapters.accounting import LocalTokenCounter, PriceTable
+from ..adapters.embedders import EmbedderDirectory, MiniLMEmbedder
 from ..adapters.providers.directory import ConfiguredModel, ProviderDirectory
 from ..adapters.providers.factory import ProviderSpec, classify
 from ..adapters.providers.health_monitor import HealthMonitor
@@ -28,10 +30,12 @@ from ..adapters.providers.local_llama import LocalLlamaProvider, local_provider_
 from ..adapters.store import create_pool, migrate
 from ..adapters.store.analytics_queries import AnalyticsQueries
 from ..adapters.store.ledger import UsageLedger
+from ..adapters.store.rag_store import RagStore
 from ..domain import ChatEngine, PullHub
 from ..services.analytics import AnalyticsServicer
 from ..services.chat import ChatServicer
 from ..services.models import ModelsServicer
+from ..services.rag import RagServicer
 from ..services.system_health import SystemHealthServicer
 from .config import DeploymentConfig, ForgeConfig
 from .database import EmbeddedPostgres
@@ -79,6 +83,8 @@ class ForgeApp:
     edge: web.AppRunner | None = None
     started_at: float = field(default_factory=time.time)
     pool: AsyncConnectionPool[Any] | None = None
+    rag_store: RagStore | None = None
+    local_embedder: MiniLMEmbedder | None = None
     embedded_db: EmbeddedPostgres | None = None
     ledger: UsageLedger | None = None
     analytics_queries: AnalyticsQueries | None = None
@@ -107,6 +113,8 @@ class ForgeApp:
         # Servicers were built before the pool existed: bind it now, before anything serves.
         if self.analytics_queries is not None:
             self.analytics_queries.bind(self.pool)
+        if self.rag_store is not None:
+            self.rag_store.bind(self.pool)
         if self.ledger is not None:
             await self.ledger.start(self.pool)
 
@@ -182,6 +190,7 @@ class ForgeApp:
 # Services whose dependencies are all in process today; the others report NOT_SERVING until they land.
 _READY = {
     "forge.analytics.v1.AnalyticsService",
+    "forge.rag.v1.RagService",
     "forge.chat.v1.ChatService",
     "forge.models.v1.ModelsService",
     "forge.routing.v1.RoutingService",
@@ -207,9 +216,13 @@ def build(config: ForgeConfig, *, local: LocalLlamaProvider | None = None) -> Fo
     ledger = UsageLedger()  # the pool is bound in start_storage()
     queries = AnalyticsQueries()
     monitor = HealthMonitor(directory)
+    # The offline embedder loads on first use (about a second); `forge serve` warms it in the background.
+    local_embedder = MiniLMEmbedder()
+    rag_store = RagStore()  # the pool is bound in start_storage()
     servicers = {
         SERVICES["forge.chat.v1.ChatService"]: ChatServicer(engine, ledger),
         SERVICES["forge.analytics.v1.AnalyticsService"]: AnalyticsServicer(ledger, queries, prices, started_at),
+        SERVICES["forge.rag.v1.RagService"]: RagServicer(rag_store, EmbedderDirectory([local_embedder]), engine),
         SERVICES["forge.models.v1.ModelsService"]: ModelsServicer(directory, PullHub()),
         SERVICES["forge.routing.v1.RoutingService"]: SystemHealthServicer(
             monitor, config.version, started_at, config.status_watch_interval_s
@@ -217,7 +230,17 @@ def build(config: ForgeConfig, *, local: LocalLlamaProvider | None = None) -> Fo
     }
     table = build_method_table({d: servicers.get(d) for d in SERVICES.values()}, PLANNED_IN)
     hs = health.aio.HealthServicer()
-    return ForgeApp(config, directory, table, hs, started_at=started_at, ledger=ledger, analytics_queries=queries)
+    return ForgeApp(
+        config,
+        directory,
+        table,
+        hs,
+        started_at=started_at,
+        ledger=ledger,
+        analytics_queries=queries,
+        rag_store=rag_store,
+        local_embedder=local_embedder,
+    )
 
 
 def _stop_event() -> asyncio.Event:
@@ -232,7 +255,13 @@ def _stop_event() -> asyncio.Event:
 async def run_until_signal(app: ForgeApp) -> None:
     stop = _stop_event()
     await app.start()
+    # Off the loop (a worker thread): the first RAG call then does not pay the model load.
+    warm = asyncio.create_task(app.local_embedder.load()) if app.local_embedder is not None else None
     await stop.wait()
+    if warm is not None and not warm.done():
+        warm.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await warm
     log.info("shutting down: draining for up to %.0fs", app.config.grpc.shutdown_grace_s)
     await app.stop()
 

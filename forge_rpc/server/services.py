@@ -12,7 +12,6 @@ SERVICES: dict[str, ServiceDescriptor] = {d.full_name: d for d in _ALL}
 # Named in UNIMPLEMENTED answers so a caller knows the RPC is designed, not forgotten.
 PLANNED_IN = {
     "forge.models.v1.ModelsService": "the model repository arrives with durable state, issue #4",
-    "forge.rag.v1.RagService": "RAG arrives with durable state, issue #4",
     "forge.analytics.v1.AnalyticsService": "analytics arrive with the usage ledger, issue #4",
     "forge.routing.v1.RoutingService": "routing arrives with issue #5",
     "forge.auth.v1.AuthService": "authentication arrives with issue #5",

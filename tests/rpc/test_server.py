@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 from forge.chat.v1 import chat_pb2, chat_pb2_grpc
-from forge.rag.v1 import rag_pb2, rag_pb2_grpc
+from forge.training.v1 import training_pb2, training_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from forge_rpc.server.app import ForgeApp
@@ -64,14 +64,14 @@ async def test_health_per_service(channel: grpc.aio.Channel) -> None:
     assert await health_of(channel, "") == SERVING
     assert await health_of(channel, "forge.chat.v1.ChatService") == SERVING
     assert await health_of(channel, "forge.models.v1.ModelsService") == SERVING
-    assert await health_of(channel, "forge.rag.v1.RagService") == NOT_SERVING
+    assert await health_of(channel, "forge.training.v1.TrainingService") == NOT_SERVING
 
 
 async def test_unimplemented_rpc_says_so_clearly(channel: grpc.aio.Channel) -> None:
-    stub = rag_pb2_grpc.RagServiceStub(channel)
-    method = next(iter(rag_pb2.DESCRIPTOR.services_by_name["RagService"].methods))
+    stub = training_pb2_grpc.TrainingServiceStub(channel)
+    method = next(iter(training_pb2.DESCRIPTOR.services_by_name["TrainingService"].methods))
     call = getattr(stub, method.name)
-    request_type = getattr(rag_pb2, method.input_type.name)
+    request_type = getattr(training_pb2, method.input_type.name)
     with pytest.raises(grpc.aio.AioRpcError) as info:
         if method.server_streaming:
             async for _ in call(request_type()):
@@ -79,7 +79,7 @@ async def test_unimplemented_rpc_says_so_clearly(channel: grpc.aio.Channel) -> N
         else:
             await call(request_type())
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "issue #4" in (info.value.details() or "")
+    assert "issue #6" in (info.value.details() or "")
     assert reason(info.value) == "UNIMPLEMENTED"
 
 
