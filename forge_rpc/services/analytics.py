@@ -12,8 +12,6 @@ admin-only checks (clearing, naming another user) are marked where they join.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -28,6 +26,7 @@ from ..adapters.store.ledger import UsageLedger
 from ..domain import FieldViolation, InvalidArgument, PriceList
 from ..domain.ledger import Operation, UsageRecord, UsageStatus
 from .context import CallContext
+from .paging import next_page_token, page_offset
 
 __all__ = ["AnalyticsConfig", "AnalyticsServicer"]
 
@@ -89,21 +88,7 @@ def _page(page_size: int, limit: int, offset: int, token: str, default: int, max
     if violations:
         raise InvalidArgument(violations)
     size = min(page_size or limit or default, maximum)
-    if token:
-        try:
-            kind, _, value = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-            if kind != "o" or not value.isdigit():
-                raise ValueError(token)
-        except (ValueError, binascii.Error, UnicodeDecodeError):
-            raise InvalidArgument([FieldViolation("page_token", "not a token from a previous page")]) from None
-        offset = int(value)
-    return size, offset
-
-
-def _next_token(offset: int, returned: int, total: int) -> str:
-    # The offset in a token: simple and good enough for an append-mostly log read newest first.
-    after = offset + returned
-    return base64.urlsafe_b64encode(f"o:{after}".encode()).decode() if returned and after < total else ""
+    return size, page_offset(token) if token else offset
 
 
 def _caller(context: CallContext) -> str | None:
@@ -306,7 +291,7 @@ class AnalyticsServicer:
         return pb.ListRequestLogsResponse(
             logs=[_log_message(e) for e in entries],
             total=total,
-            next_page_token=_next_token(offset, len(entries), total),
+            next_page_token=next_page_token(offset, len(entries), total),
         )
 
     async def ListModelStats(
@@ -319,7 +304,7 @@ class AnalyticsServicer:
             _require_admin(context)
         rows, total = await self._queries.model_stats(request.hours, request.user_id or None, limit, offset)
         return pb.ListModelStatsResponse(
-            models=[_model_message(r) for r in rows], next_page_token=_next_token(offset, len(rows), total)
+            models=[_model_message(r) for r in rows], next_page_token=next_page_token(offset, len(rows), total)
         )
 
     async def GetDataSummary(self, request: pb.GetDataSummaryRequest, context: CallContext) -> pb.DataSummary:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import AsyncIterator
 
 from forge.models.v1 import models_pb2
@@ -11,11 +10,9 @@ from google.protobuf import timestamp_pb2
 from ..adapters.providers.directory import ProviderDirectory
 from ..domain import FailedPrecondition, FieldViolation, InvalidArgument, ModelRecord, PullHub
 from .context import CallContext
+from .paging import next_page_token, page_offset, page_size
 
 __all__ = ["ModelsServicer"]
-
-DEFAULT_PAGE = 100
-MAX_PAGE = 1000
 
 
 def human_size(n: int) -> str:
@@ -57,22 +54,6 @@ def model_message(r: ModelRecord, default_model: str | None) -> models_pb2.Model
     return m
 
 
-def _page_token(offset: int) -> str:
-    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode()
-
-
-def _offset(token: str) -> int:
-    if not token:
-        return 0
-    try:
-        raw = base64.urlsafe_b64decode(token.encode()).decode()
-        if raw.startswith("o:"):
-            return max(0, int(raw[2:]))
-    except (ValueError, UnicodeDecodeError):
-        pass
-    raise InvalidArgument([FieldViolation("page_token", "not a token this server issued")])
-
-
 class ModelsServicer:
     def __init__(self, directory: ProviderDirectory, pulls: PullHub) -> None:
         self._directory = directory
@@ -81,10 +62,8 @@ class ModelsServicer:
     async def ListModels(
         self, request: models_pb2.ListModelsRequest, context: CallContext
     ) -> models_pb2.ListModelsResponse:
-        if request.page_size < 0:
-            raise InvalidArgument([FieldViolation("page_size", "must not be negative")])
-        size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
-        start = _offset(request.page_token)
+        size = page_size(request.page_size)
+        start = page_offset(request.page_token)
         records = [
             r
             for r in await self._directory.list_models()
@@ -93,10 +72,9 @@ class ModelsServicer:
         ]
         default = self._directory.current().default_model or ""
         page = records[start : start + size]
-        more = start + size < len(records)
         return models_pb2.ListModelsResponse(
             models=[model_message(r, default) for r in page],
-            next_page_token=_page_token(start + size) if more else "",
+            next_page_token=next_page_token(start, len(page), len(records)),
             default_model=default,
             active_model=default,
         )

@@ -50,6 +50,7 @@ from ..domain import (
 from ..domain.chunking import chunk_text, word_spans
 from .chat_convert import served_model, usage_message
 from .context import CallContext
+from .paging import next_page_token, page_offset, page_size
 
 __all__ = ["RagConfig", "RagServicer"]
 
@@ -138,18 +139,6 @@ def _check_name(name: str, field: str) -> str:
     return name
 
 
-def _offset(token: str) -> int:
-    if not token:
-        return 0
-    try:
-        kind, _, value = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        if kind != "o" or not value.isdigit():
-            raise ValueError(token)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidArgument([FieldViolation("page_token", "not a token from a previous page")]) from None
-    return int(value)
-
-
 def _after(token: str) -> str:
     if not token:
         return ""
@@ -160,12 +149,6 @@ def _after(token: str) -> str:
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidArgument([FieldViolation("page_token", "not a token from a previous page")]) from None
     return value
-
-
-def _page_size(value: int) -> int:
-    if value < 0:
-        raise InvalidArgument([FieldViolation("page_size", "must not be negative")])
-    return min(value or 100, 1000)
 
 
 def _conditions(request: pb.QueryRequest) -> list[Condition]:
@@ -353,11 +336,10 @@ class RagServicer:
     async def ListNamespaces(
         self, request: pb.ListNamespacesRequest, context: CallContext
     ) -> pb.ListNamespacesResponse:
-        size, offset = _page_size(request.page_size), _offset(request.page_token)
+        size, offset = page_size(request.page_size), page_offset(request.page_token)
         owner = ALL_OWNERS if request.user_id == ALL_OWNERS else self._owner(request.user_id, context)
         rows, total = await self._store.list_namespaces(owner, size, offset)
-        after = offset + len(rows)
-        token = base64.urlsafe_b64encode(f"o:{after}".encode()).decode() if rows and after < total else ""
+        token = next_page_token(offset, len(rows), total)
         return pb.ListNamespacesResponse(namespaces=[_namespace_message(r) for r in rows], next_page_token=token)
 
     async def DeleteNamespace(
@@ -437,7 +419,7 @@ class RagServicer:
     async def ListDocuments(self, request: pb.ListDocumentsRequest, context: CallContext) -> pb.ListDocumentsResponse:
         ns = await self._namespace(_caller(context), request.namespace or self._config.default_namespace)
         docs, token = await self._store.list_documents(
-            ns, _after(request.page_token), _page_size(request.page_size), request.include_content
+            ns, _after(request.page_token), page_size(request.page_size), request.include_content
         )
         return pb.ListDocumentsResponse(documents=[_document_message(d) for d in docs], next_page_token=token)
 
