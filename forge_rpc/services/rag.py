@@ -7,30 +7,23 @@ once auth lands) `user_id` names another owner.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
 import numpy as np
 from forge.rag.v1 import rag_pb2 as pb
 from forge.type.v1 import usage_pb2
 from google.protobuf import json_format
-from google.protobuf.struct_pb2 import Struct
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from ..adapters.embedders import Embedder, EmbedderDirectory, TokenAware
 from ..adapters.store.rag_store import (
     ALL_OWNERS,
     ChunkWrite,
     Condition,
-    DocumentRow,
     DocumentWrite,
     Match,
     NamespaceRow,
@@ -51,24 +44,12 @@ from ..domain.chunking import chunk_text, word_spans
 from .chat_convert import served_model, usage_message
 from .context import CallContext
 from .paging import next_page_token, page_offset, page_size
+from .rag_convert import check_name, document_cursor, document_message, namespace_message
+from .rag_convert import conditions as query_conditions
 
 __all__ = ["RagConfig", "RagServicer"]
 
-_NAME = re.compile(r"^[a-z0-9_-]{1,63}$")
 _CITATION = re.compile(r"\[(\d{1,3})\]")
-_OPS = {
-    pb.FILTER_OPERATOR_UNSPECIFIED: "eq",
-    pb.FILTER_OPERATOR_EQ: "eq",
-    pb.FILTER_OPERATOR_NE: "ne",
-    pb.FILTER_OPERATOR_IN: "in",
-    pb.FILTER_OPERATOR_NOT_IN: "not_in",
-    pb.FILTER_OPERATOR_CONTAINS: "contains",
-    pb.FILTER_OPERATOR_GT: "gt",
-    pb.FILTER_OPERATOR_GTE: "gte",
-    pb.FILTER_OPERATOR_LT: "lt",
-    pb.FILTER_OPERATOR_LTE: "lte",
-    pb.FILTER_OPERATOR_EXISTS: "exists",
-}
 _ANSWER_PROMPT = (
     "Answer the question using only the numbered sources below. Cite the sources you use with their markers, "
     "e.g. [1] or [2][3]. If the sources do not contain the answer, say so."
@@ -89,85 +70,6 @@ class RagConfig:
     """Chunks embedded and written per step while indexing: bounds memory on large imports."""
     max_context_chars: int = 24_000
     """Retrieved text handed to the model for `generate_response`, best matches first."""
-
-
-def _ts(value: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
-def _struct(value: dict[str, Any]) -> Struct:
-    out = Struct()
-    out.update(value)
-    return out
-
-
-def _namespace_message(ns: NamespaceRow) -> pb.Namespace:
-    return pb.Namespace(
-        name=ns.name,
-        description=ns.description,
-        embedder=ns.embedder,
-        dimension=ns.dimension,
-        chunk_size=ns.chunk_size,
-        chunk_overlap=ns.chunk_overlap,
-        user_id=ns.owner or "",
-        document_count=ns.document_count,
-        chunk_count=ns.chunk_count,
-        created_at=_ts(ns.created_at),
-        updated_at=_ts(ns.updated_at),
-    )
-
-
-def _document_message(doc: DocumentRow) -> pb.Document:
-    return pb.Document(
-        document_id=doc.id,
-        content=doc.content,
-        metadata=_struct(doc.metadata),
-        namespace=doc.namespace,
-        chunk_count=doc.chunk_count,
-        token_count=doc.token_count,
-        content_sha256=doc.content_sha256,
-        created_at=_ts(doc.created_at),
-        updated_at=_ts(doc.updated_at),
-    )
-
-
-def _check_name(name: str, field: str) -> str:
-    if not _NAME.match(name):
-        raise InvalidArgument([FieldViolation(field, "lower-case letters, digits, '-' and '_', 1 to 63 characters")])
-    return name
-
-
-def _after(token: str) -> str:
-    if not token:
-        return ""
-    try:
-        kind, _, value = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        if kind != "d":
-            raise ValueError(token)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidArgument([FieldViolation("page_token", "not a token from a previous page")]) from None
-    return value
-
-
-def _conditions(request: pb.QueryRequest) -> list[Condition]:
-    out: list[Condition] = []
-    for key, value in json_format.MessageToDict(request.filter).items() if request.HasField("filter") else ():
-        out.append(Condition(tuple(key.split(".")), "in" if isinstance(value, list) else "eq", value))
-    for i, f in enumerate(request.filters):
-        if not f.key:
-            raise InvalidArgument([FieldViolation(f"filters[{i}].key", "required")])
-        op = _OPS.get(f.op)
-        if op is None:
-            raise InvalidArgument([FieldViolation(f"filters[{i}].op", "unknown operator")])
-        value = json_format.MessageToDict(f.value) if f.HasField("value") else None
-        if op not in ("exists",) and value is None:
-            raise InvalidArgument(
-                [FieldViolation(f"filters[{i}].value", f"required for {pb.FilterOperator.Name(f.op)}")]
-            )
-        out.append(Condition(tuple(f.key.split(".")), op, value))
-    return out
 
 
 def _caller(context: CallContext) -> str | None:
@@ -317,7 +219,7 @@ class RagServicer:
     async def _target(
         self, name: str, embedder: str, context: CallContext, field: str = "namespace"
     ) -> tuple[NamespaceRow, Embedder]:
-        name = _check_name(name or self._config.default_namespace, field)
+        name = check_name(name or self._config.default_namespace, field)
         owner = _caller(context)
         ns = await self._store.get_namespace(owner, name) or await self._create(owner, name, embedder, exist_ok=True)
         return ns, self._embedder_of(ns, embedder)
@@ -326,12 +228,12 @@ class RagServicer:
 
     async def CreateNamespace(self, request: pb.CreateNamespaceRequest, context: CallContext) -> pb.Namespace:
         spec = request.namespace
-        name = _check_name(spec.name, "namespace.name")
+        name = check_name(spec.name, "namespace.name")
         ns = await self._create(_caller(context), name, spec.embedder, exist_ok=False, spec=spec)
-        return _namespace_message(ns)
+        return namespace_message(ns)
 
     async def GetNamespace(self, request: pb.GetNamespaceRequest, context: CallContext) -> pb.Namespace:
-        return _namespace_message(await self._namespace(self._owner(request.user_id, context), request.name))
+        return namespace_message(await self._namespace(self._owner(request.user_id, context), request.name))
 
     async def ListNamespaces(
         self, request: pb.ListNamespacesRequest, context: CallContext
@@ -340,7 +242,7 @@ class RagServicer:
         owner = ALL_OWNERS if request.user_id == ALL_OWNERS else self._owner(request.user_id, context)
         rows, total = await self._store.list_namespaces(owner, size, offset)
         token = next_page_token(offset, len(rows), total)
-        return pb.ListNamespacesResponse(namespaces=[_namespace_message(r) for r in rows], next_page_token=token)
+        return pb.ListNamespacesResponse(namespaces=[namespace_message(r) for r in rows], next_page_token=token)
 
     async def DeleteNamespace(
         self, request: pb.DeleteNamespaceRequest, context: CallContext
@@ -414,14 +316,14 @@ class RagServicer:
         doc = await self._store.get_document(ns, request.document_id)
         if doc is None:
             raise NotFound("document", request.document_id)
-        return _document_message(doc)
+        return document_message(doc)
 
     async def ListDocuments(self, request: pb.ListDocumentsRequest, context: CallContext) -> pb.ListDocumentsResponse:
         ns = await self._namespace(_caller(context), request.namespace or self._config.default_namespace)
         docs, token = await self._store.list_documents(
-            ns, _after(request.page_token), page_size(request.page_size), request.include_content
+            ns, document_cursor(request.page_token), page_size(request.page_size), request.include_content
         )
-        return pb.ListDocumentsResponse(documents=[_document_message(d) for d in docs], next_page_token=token)
+        return pb.ListDocumentsResponse(documents=[document_message(d) for d in docs], next_page_token=token)
 
     async def DeleteDocument(
         self, request: pb.DeleteDocumentRequest, context: CallContext
@@ -516,7 +418,7 @@ class RagServicer:
             violations.append(FieldViolation("mode", "unknown search mode"))
         if violations:
             raise InvalidArgument(violations)
-        conditions = _conditions(request)
+        conditions = query_conditions(request)
         started = time.perf_counter()
         ns = await self._namespace(_caller(context), request.namespace or self._config.default_namespace)
         hits = await self._retrieve(request, ns, request.top_k or 5, conditions)
