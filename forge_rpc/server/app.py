@@ -85,6 +85,7 @@ class ForgeApp:
     pool: AsyncConnectionPool[Any] | None = None
     rag_store: RagStore | None = None
     local_embedder: MiniLMEmbedder | None = None
+    monitor: HealthMonitor | None = None
     embedded_db: EmbeddedPostgres | None = None
     ledger: UsageLedger | None = None
     analytics_queries: AnalyticsQueries | None = None
@@ -115,10 +116,14 @@ class ForgeApp:
             self.analytics_queries.bind(self.pool)
         if self.rag_store is not None:
             self.rag_store.bind(self.pool)
+        if self.monitor is not None:
+            self.monitor.attach_database(self.pool)
         if self.ledger is not None:
             await self.ledger.start(self.pool)
 
     async def stop_storage(self) -> None:
+        if self.monitor is not None:
+            self.monitor.attach_database(None)
         # The ledger first: its close() writes every recorded row, which needs the pool still open. It runs
         # after the servers stopped, so the last calls' rows are in the buffer by then.
         if self.ledger is not None:
@@ -240,6 +245,7 @@ def build(config: ForgeConfig, *, local: LocalLlamaProvider | None = None) -> Fo
         analytics_queries=queries,
         rag_store=rag_store,
         local_embedder=local_embedder,
+        monitor=monitor,
     )
 
 

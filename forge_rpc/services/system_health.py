@@ -55,7 +55,7 @@ class SystemHealthServicer:
             timestamp=_now(),
             ollama_available=ollama_up,
             ollama_running=ollama_up,
-            database_connected=False,
+            database_connected=bool(states.get("database") and states["database"].healthy),
             message=message,
             services={name: s.status for name, s in states.items()},
         )

@@ -28,7 +28,8 @@ async def test_health_reports_every_dependency(channel: grpc.aio.Channel) -> Non
     assert health.ollama_available
     assert health.ollama_running
     assert health.services["ollama"] == "healthy"
-    assert health.services["database"] == "disabled"
+    assert health.services["database"] == "healthy"
+    assert health.database_connected
     # forge_config includes a deployment whose upstream is down, so the system is degraded and says which.
     assert health.status == "degraded"
     assert "unavailable" in health.message
@@ -58,7 +59,7 @@ async def test_health_without_providers_is_degraded_and_says_why() -> None:
         health = await stub(ch).GetHealth(routing_pb2.GetHealthRequest())
     assert health.status == "degraded"
     assert not health.ollama_available
-    assert health.services["ollama"] == "unhealthy"
+    assert health.services["ollama"] == "disabled"  # discovered-only Ollama is optional, not a failure
 
 
 async def test_watch_sends_initial_status_then_changes(fake: FakeUpstream) -> None:
@@ -79,7 +80,8 @@ async def test_watch_sends_initial_status_then_changes(fake: FakeUpstream) -> No
             change = await call.read()
             assert isinstance(change, routing_pb2.ServiceStatusEvent)
             assert (change.initial, change.service, change.data.healthy) == (False, "ollama", False)
-            assert change.data.status == "unhealthy"
+            assert change.data.status == "disabled"  # discovered, not configured: optional
+            assert "not running" in change.data.error
             assert change.sequence == 1
             call.cancel()
     finally:

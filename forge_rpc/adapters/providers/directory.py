@@ -174,6 +174,10 @@ class ProviderDirectory:
             name=name, provider=provider.kind, owned_by=provider.kind, upstream_model=route.upstream_model
         )
 
+    def configured_provider_ids(self) -> set[str]:
+        """Providers the configuration names (as opposed to Ollama found by discovery)."""
+        return {d.provider_id for d in self._configured}
+
     def provider_kinds(self) -> Mapping[str, str]:
         return {pid: p.kind for pid, p in self.providers.items()}
 

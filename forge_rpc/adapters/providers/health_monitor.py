@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
 
 from .directory import ProviderDirectory
 from .ollama_native import OllamaProvider
@@ -34,6 +37,7 @@ class ServiceState:
 class HealthMonitor:
     def __init__(self, directory: ProviderDirectory, max_age_s: float = 10.0) -> None:
         self._directory = directory
+        self._pool: AsyncConnectionPool[Any] | None = None
         self._max_age = max_age_s
         self._states: dict[str, ServiceState] = {}
         self._at = 0.0
@@ -48,14 +52,29 @@ class HealthMonitor:
                     self._at = time.monotonic()
         return self._states
 
+    def attach_database(self, pool: AsyncConnectionPool[Any] | None) -> None:
+        """The pool to probe as "database" (None until storage has started)."""
+        self._pool = pool
+        self._at = 0.0
+
     async def _probe_all(self) -> dict[str, ServiceState]:
         providers = self._directory.providers
-        results = await asyncio.gather(*(self._probe(pid) for pid in providers))
+        results = await asyncio.gather(*(self._probe(pid) for pid in providers), self._probe_database())
         states = {s.name: s for s in results}
-        # Embedded defaults: state is in process until a database / Redis is configured.
-        for name in ("database", "redis"):
-            states.setdefault(name, ServiceState(name, enabled=False, healthy=True))
+        # Rate limits, cache and pub/sub stay in process until FORGE_REDIS_URL (issue 5).
+        states.setdefault("redis", ServiceState("redis", enabled=False, healthy=True))
         return states
+
+    async def _probe_database(self) -> ServiceState:
+        if self._pool is None:
+            return ServiceState("database", enabled=False, healthy=False, error="not started")
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT_S), self._pool.connection() as conn:
+                await conn.execute("SELECT 1")
+        except Exception as exc:  # any failure means unhealthy; the message says which
+            return ServiceState("database", True, False, PROBE_TIMEOUT_S * 1000, str(exc)[:200])
+        return ServiceState("database", True, True, round((time.perf_counter() - started) * 1000, 2))
 
     async def _probe(self, pid: str) -> ServiceState:
         provider = self._directory.providers[pid]
@@ -72,4 +91,7 @@ class HealthMonitor:
         except TimeoutError:
             return ServiceState(name, True, False, PROBE_TIMEOUT_S * 1000, "probe timed out")
         latency = (time.perf_counter() - started) * 1000
+        if not ok and isinstance(provider, OllamaProvider) and pid not in self._directory.configured_provider_ids():
+            # Discovered, not configured: an Ollama that is not running is optional, not a failure.
+            return ServiceState(name, False, False, round(latency, 2), "not running (used when it answers)")
         return ServiceState(name, True, ok, round(latency, 2), "" if ok else "not reachable")
