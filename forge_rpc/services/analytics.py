@@ -27,6 +27,7 @@ from ..domain import FieldViolation, InvalidArgument, PriceList
 from ..domain.ledger import Operation, UsageRecord, UsageStatus
 from .context import CallContext
 from .paging import next_page_token, page_offset
+from .timestamps import timestamp
 
 __all__ = ["AnalyticsConfig", "AnalyticsServicer"]
 
@@ -47,14 +48,7 @@ class AnalyticsConfig:
 
 
 def _ts(value: datetime | float | None) -> Timestamp | None:
-    if value is None:
-        return None
-    ts = Timestamp()
-    if isinstance(value, datetime):
-        ts.FromDatetime(value)
-    else:
-        ts.FromNanoseconds(int(value * 1e9))
-    return ts
+    return None if value is None else timestamp(value)
 
 
 def _parse_when(text: str, name: str, *, end: bool) -> datetime:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from forge.models.v1 import models_pb2
-from google.protobuf import timestamp_pb2
 
 from ..adapters.providers.directory import ProviderDirectory
 from ..domain import FailedPrecondition, FieldViolation, InvalidArgument, ModelRecord, PullHub
 from .context import CallContext
 from .paging import next_page_token, page_offset, page_size
+from .timestamps import timestamp
 
 __all__ = ["ModelsServicer"]
 
@@ -48,9 +48,7 @@ def model_message(r: ModelRecord, default_model: str | None) -> models_pb2.Model
         status="available",
     )
     if r.modified_at is not None:
-        ts = timestamp_pb2.Timestamp()
-        ts.FromNanoseconds(int(r.modified_at * 1e9))
-        m.modified_at.CopyFrom(ts)
+        m.modified_at.CopyFrom(timestamp(r.modified_at))
     return m
 
 

@@ -5,16 +5,15 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from datetime import datetime
 from typing import Any
 
 from forge.rag.v1 import rag_pb2 as pb
 from google.protobuf import json_format
 from google.protobuf.struct_pb2 import Struct
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from ..adapters.store.rag_store import Condition, DocumentRow, NamespaceRow
 from ..domain import FieldViolation, InvalidArgument
+from .timestamps import timestamp
 
 __all__ = ["check_name", "conditions", "document_cursor", "document_message", "namespace_message"]
 
@@ -34,12 +33,6 @@ _OPS = {
 }
 
 
-def _ts(value: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
 def _struct(value: dict[str, Any]) -> Struct:
     out = Struct()
     out.update(value)
@@ -57,8 +50,8 @@ def namespace_message(ns: NamespaceRow) -> pb.Namespace:
         user_id=ns.owner or "",
         document_count=ns.document_count,
         chunk_count=ns.chunk_count,
-        created_at=_ts(ns.created_at),
-        updated_at=_ts(ns.updated_at),
+        created_at=timestamp(ns.created_at),
+        updated_at=timestamp(ns.updated_at),
     )
 
 
@@ -71,8 +64,8 @@ def document_message(doc: DocumentRow) -> pb.Document:
         chunk_count=doc.chunk_count,
         token_count=doc.token_count,
         content_sha256=doc.content_sha256,
-        created_at=_ts(doc.created_at),
-        updated_at=_ts(doc.updated_at),
+        created_at=timestamp(doc.created_at),
+        updated_at=timestamp(doc.updated_at),
     )
 
 

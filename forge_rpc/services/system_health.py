@@ -8,18 +8,12 @@ import time
 from collections.abc import AsyncIterator
 
 from forge.routing.v1 import routing_pb2
-from google.protobuf import timestamp_pb2
 
 from ..adapters.providers.health_monitor import HealthMonitor, ServiceState
 from .context import CallContext
+from .timestamps import now
 
 __all__ = ["SystemHealthServicer"]
-
-
-def _now() -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.GetCurrentTime()
-    return ts
 
 
 def _data(s: ServiceState) -> routing_pb2.ServiceStatusData:
@@ -52,7 +46,7 @@ class SystemHealthServicer:
             status=status,
             version=self._version,
             uptime_sec=round(time.time() - self._started, 3),
-            timestamp=_now(),
+            timestamp=now(),
             ollama_available=ollama_up,
             ollama_running=ollama_up,
             database_connected=bool(states.get("database") and states["database"].healthy),
@@ -78,7 +72,7 @@ class SystemHealthServicer:
                 )
                 if changed and not (first and request.changes_only):
                     yield routing_pb2.ServiceStatusEvent(
-                        sequence=seq, service=name, data=_data(state), timestamp=_now(), initial=first
+                        sequence=seq, service=name, data=_data(state), timestamp=now(), initial=first
                     )
                     seq += 1
                 last[name] = state
