@@ -126,6 +126,8 @@ class LocalContext:
     deadline: float | None
     peer_address: str = "local"
     trailing: list[tuple[str, str]] = field(default_factory=list)
+    initial: list[tuple[str, str]] = field(default_factory=list)
+    """What the core sent before its first message (rate-limit headers)."""
     _cancelled: bool = False
 
     def invocation_metadata(self) -> Metadata:
@@ -145,6 +147,9 @@ class LocalContext:
 
     def cancelled(self) -> bool:
         return self._cancelled
+
+    async def send_initial_metadata(self, initial_metadata: Metadata) -> None:
+        self.initial = [(k, str(v)) for k, v in initial_metadata]
 
 
 def _error_from(

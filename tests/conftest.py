@@ -15,6 +15,7 @@ from forge_rpc.server.app import ForgeApp
 from forge_rpc.server.config import DeploymentConfig, ForgeConfig, ProvidersConfig, StorageConfig
 from forge_rpc.server.database import EmbeddedPostgres
 from forge_rpc.testing import running_forge
+from forge_rpc.testing.redis_server import RedisServer
 from tests.fakes import FakeUpstream
 
 # The database every forge a test starts uses (set once per session by `apps_database`).
@@ -36,6 +37,13 @@ async def apps_database(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterat
     _APPS_DATABASE.append(url)
     yield url
     await server.stop()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def redis_url() -> AsyncIterator[str]:
+    """A real redis-server for the session (tests that share state across replicas flush what they use)."""
+    async with RedisServer() as server:
+        yield server.url
 
 
 def storage_config() -> StorageConfig:

@@ -13,6 +13,15 @@ ensure_buf() {
   npm install --silent --no-audit --no-fund --prefix .tools "@bufbuild/buf@1.75.0" >/dev/null
 }
 
+# Redis: what replicas share (rate limits, cache, breakers); the tests start their own redis-server from it.
+if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/sbin/redis-server ] && [ ! -x /usr/bin/redis-server ]; then
+  step "installing redis-server"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+  # The Debian package starts a system-wide server; the tests do not use it.
+  $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true
+fi
+
 mkdir -p .tools
 step "generated code is up to date"
 uv run --frozen python clients/python/generate.py --check --descriptor-set .tools/forge.binpb

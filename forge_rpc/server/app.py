@@ -16,28 +16,33 @@ from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
 
 from gateway.app import build_edge, start_edge
 from gateway.invoke import ChannelInvoker, Invoker, LocalInvoker
 from gateway.keys import EdgeConfig
 
-from ..adapters.accounting import LocalTokenCounter, PriceTable
+from ..adapters.accounting import PriceTable
 from ..adapters.embedders import EmbedderDirectory, MiniLMEmbedder
-from ..adapters.providers.directory import ConfiguredModel, ProviderDirectory
-from ..adapters.providers.factory import ProviderSpec, classify
+from ..adapters.providers.directory import ProviderDirectory
 from ..adapters.providers.health_monitor import HealthMonitor
-from ..adapters.providers.local_llama import LocalLlamaProvider, local_provider_if_available
+from ..adapters.providers.local_llama import LocalLlamaProvider
 from ..adapters.store import create_pool, migrate
 from ..adapters.store.analytics_queries import AnalyticsQueries
 from ..adapters.store.ledger import UsageLedger
 from ..adapters.store.rag_store import RagStore
-from ..domain import ChatEngine, PullHub
 from ..services.analytics import AnalyticsServicer
 from ..services.chat import ChatServicer
-from ..services.models import ModelsServicer
 from ..services.rag import RagServicer
 from ..services.system_health import SystemHealthServicer
-from .config import DeploymentConfig, ForgeConfig
+from .component import Component, Core, Resources
+from .compose_auth import auth_component
+from .compose_engine import build_engine
+from .compose_limits import limits_component
+from .compose_models import models_component
+from .compose_resilience import resilience_component
+from .compose_routing import routing_component
+from .config import ForgeConfig
 from .database import EmbeddedPostgres
 from .methods import MethodTable, build_method_table, grpc_handlers
 from .services import PLANNED_IN, SERVICES
@@ -62,15 +67,6 @@ def _server_options(cfg: ForgeConfig) -> list[tuple[str, int]]:
     ]
 
 
-def configured_models(deployments: tuple[DeploymentConfig, ...]) -> list[ConfiguredModel]:
-    out = []
-    for d in deployments:
-        kind, adapter, upstream = classify(d.model, d.adapter)
-        spec = ProviderSpec(kind, adapter, d.api_base, d.api_key, d.env_var or f"{kind.upper()}_API_KEY")
-        out.append(ConfiguredModel(d.model_name, upstream, spec, d.info))
-    return out
-
-
 @dataclass
 class ForgeApp:
     config: ForgeConfig
@@ -89,6 +85,8 @@ class ForgeApp:
     embedded_db: EmbeddedPostgres | None = None
     ledger: UsageLedger | None = None
     analytics_queries: AnalyticsQueries | None = None
+    components: list[Component] = field(default_factory=list)
+    redis: Redis | None = None
 
     async def start(self, edge_config: EdgeConfig | None = None) -> None:
         # Storage first: nothing serves before the schema exists.
@@ -120,8 +118,21 @@ class ForgeApp:
             self.monitor.attach_database(self.pool)
         if self.ledger is not None:
             await self.ledger.start(self.pool)
+        if s.redis_url:
+            self.redis = Redis.from_url(s.redis_url)
+            await self.redis.ping()
+        resources = Resources(self.pool, self.redis)
+        for component in self.components:
+            if component.start is not None:
+                await component.start(resources)
 
     async def stop_storage(self) -> None:
+        for component in reversed(self.components):
+            if component.stop is not None:
+                try:
+                    await component.stop()
+                except Exception:
+                    log.exception("stopping %s failed", component.name)
         if self.monitor is not None:
             self.monitor.attach_database(None)
         # The ledger first: its close() writes every recorded row, which needs the pool still open. It runs
@@ -131,6 +142,9 @@ class ForgeApp:
         if self.pool is not None:
             await self.pool.close()
             self.pool = None
+        if self.redis is not None:
+            await self.redis.aclose()
+            self.redis = None
         if self.embedded_db is not None:
             await self.embedded_db.stop()
             self.embedded_db = None
@@ -205,35 +219,37 @@ _READY = {
 def build(config: ForgeConfig, *, local: LocalLlamaProvider | None = None) -> ForgeApp:
     """`local` serves an in-process model built by the caller (tests); by default the `local` extra's, if
     installed and not turned off."""
-    if local is None and config.providers.local_model:
-        local = local_provider_if_available()
-    directory = ProviderDirectory(
-        configured_models(config.providers.deployments),
-        ollama_host=config.providers.ollama_host,
-        discover_ollama=config.providers.discover_ollama,
-        default_model=config.providers.default_model,
-        ttl_s=config.providers.discovery_ttl_s,
-        local=local,
-    )
     prices = PriceTable()
-    engine = ChatEngine(directory, directory.providers, LocalTokenCounter(), prices)
+    directory, engine = build_engine(config, prices, local)
     started_at = time.time()
     ledger = UsageLedger()  # the pool is bound in start_storage()
     queries = AnalyticsQueries()
     monitor = HealthMonitor(directory)
+    core = Core(config, directory, engine, prices, ledger, monitor, started_at)
     # The offline embedder loads on first use (about a second); `forge serve` warms it in the background.
     local_embedder = MiniLMEmbedder()
     rag_store = RagStore()  # the pool is bound in start_storage()
-    servicers = {
-        SERVICES["forge.chat.v1.ChatService"]: ChatServicer(engine, ledger),
-        SERVICES["forge.analytics.v1.AnalyticsService"]: AnalyticsServicer(ledger, queries, prices, started_at),
-        SERVICES["forge.rag.v1.RagService"]: RagServicer(rag_store, EmbedderDirectory([local_embedder]), engine),
-        SERVICES["forge.models.v1.ModelsService"]: ModelsServicer(directory, PullHub()),
-        SERVICES["forge.routing.v1.RoutingService"]: SystemHealthServicer(
-            monitor, config.version, started_at, config.status_watch_interval_s
-        ),
+    servicers: dict[str, list[object]] = {
+        "forge.chat.v1.ChatService": [ChatServicer(engine, ledger)],
+        "forge.analytics.v1.AnalyticsService": [AnalyticsServicer(ledger, queries, prices, started_at)],
+        "forge.rag.v1.RagService": [RagServicer(rag_store, EmbedderDirectory([local_embedder]), engine)],
+        "forge.routing.v1.RoutingService": [
+            SystemHealthServicer(monitor, config.version, started_at, config.status_watch_interval_s)
+        ],
     }
-    table = build_method_table({d: servicers.get(d) for d in SERVICES.values()}, PLANNED_IN)
+    # Order matters for policies: authentication runs before limits (which key on the caller).
+    components = [
+        auth_component(core),
+        limits_component(core),
+        models_component(core),
+        routing_component(core),
+        resilience_component(core),
+    ]
+    for component in components:
+        for name, parts in component.servicers.items():
+            servicers.setdefault(name, []).extend(parts)
+    policies = [p for c in components for p in c.policies]
+    table = build_method_table({d: servicers.get(name, []) for name, d in SERVICES.items()}, PLANNED_IN, policies)
     hs = health.aio.HealthServicer()
     return ForgeApp(
         config,
@@ -246,6 +262,7 @@ def build(config: ForgeConfig, *, local: LocalLlamaProvider | None = None) -> Fo
         rag_store=rag_store,
         local_embedder=local_embedder,
         monitor=monitor,
+        components=components,
     )
 
 

@@ -7,7 +7,7 @@ invoker calls the same entries — so both transports pass exactly the same poli
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,7 @@ from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from ..domain import Unimplemented
 from ..services.context import CallContext
 from .pipeline import StreamHandler, UnaryHandler, wrap_stream, wrap_unary
+from .policy import CallInfo, Policy
 
 __all__ = ["Method", "MethodTable", "build_method_table", "grpc_handlers"]
 
@@ -62,15 +63,20 @@ def _unimplemented(service: ServiceDescriptor, method: MethodDescriptor, planned
 
 
 def build_method_table(
-    services: Mapping[ServiceDescriptor, object | None], planned_in: Mapping[str, str]
+    services: Mapping[ServiceDescriptor, Sequence[object]],
+    planned_in: Mapping[str, str],
+    policies: Sequence[Policy] = (),
 ) -> MethodTable:
+    """`services` maps each service to the servicers that implement parts of it (the first that has a method
+    serves it), so one service's RPCs can live in several small servicers."""
     table: MethodTable = {}
-    for service, servicer in services.items():
+    for service, servicers in services.items():
         for method in service.methods:
-            impl = getattr(servicer, method.name, None) if servicer is not None else None
+            impl = next((getattr(s, method.name) for s in servicers if hasattr(s, method.name)), None)
             fn = impl or _unimplemented(service, method, planned_in.get(service.full_name, "a later release"))
             full = f"/{service.full_name}/{method.name}"
-            wrapped = wrap_stream(full, fn) if method.server_streaming else wrap_unary(full, fn)
+            call = CallInfo(full, service.full_name, method.name, method.server_streaming, method.client_streaming)
+            wrapped = wrap_stream(call, fn, policies) if method.server_streaming else wrap_unary(call, fn, policies)
             table[full] = Method(
                 full_name=full,
                 descriptor=method,

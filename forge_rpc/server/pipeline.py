@@ -1,8 +1,9 @@
 """The policy pipeline: every servicer method is wrapped once, at build time, and both transports (the gRPC
 server and the edge's in-process invoker) call the wrapped methods.
 
-Policies today: request id (from `x-request-id` or generated) and access log; the error boundary that turns
-domain errors into `google.rpc.Status`. Auth and rate limits join here.
+Always: request id (from `x-request-id` or generated) and access log; the error boundary that turns domain
+errors into `google.rpc.Status`. Then the configured `Policy` chain (authentication and access, rate limits and
+budgets), in order, before the servicer runs; each policy's release runs after the call, however it ended.
 """
 
 from __future__ import annotations
@@ -11,12 +12,23 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, NoReturn
 
 from ..domain import ErrorCode, ForgeError
-from ..services.context import CallContext, metadata_value, request_id, trailing
+from ..domain.identity import LOCAL
+from ..services.context import (
+    CallContext,
+    CallUsage,
+    call_usage,
+    metadata_value,
+    principal,
+    request_id,
+    response_headers,
+    trailing,
+)
 from .errors import DETAILS_KEY, grpc_code, to_status
+from .policy import CallInfo, Policy, Release
 
 __all__ = ["StreamHandler", "UnaryHandler", "wrap_stream", "wrap_unary"]
 
@@ -31,7 +43,34 @@ def _begin(context: CallContext) -> str:
     rid = metadata_value(context, "x-request-id") or uuid.uuid4().hex
     request_id.set(rid)
     trailing.set([("x-request-id", rid)])
+    response_headers.set([])
+    call_usage.set(CallUsage())
+    principal.set(LOCAL)  # an auth policy replaces it; without one (auth off) the caller is the local operator
     return rid
+
+
+async def _admit(policies: Sequence[Policy], call: CallInfo, request: Any, context: CallContext) -> list[Release]:
+    releases: list[Release] = []
+    try:
+        for policy in policies:
+            release = await policy.admit(call, request, context)
+            if release is not None:
+                releases.append(release)
+    except BaseException:
+        await _release(releases, "ABORTED")
+        raise
+    headers = response_headers.get()
+    if headers:
+        await context.send_initial_metadata(tuple(headers))
+    return releases
+
+
+async def _release(releases: list[Release], code: str) -> None:
+    for release in reversed(releases):
+        try:
+            await release(code)
+        except Exception:
+            log.exception("a policy's release failed (request %s)", request_id.get())
 
 
 async def _fail(context: CallContext, err: ForgeError, rid: str) -> NoReturn:
@@ -54,12 +93,17 @@ def _log(method: str, rid: str, code: str, started: float, context: CallContext)
         access_log.info("%s %s %.1fms rid=%s peer=%s", method, code, ms, rid, context.peer())
 
 
-def wrap_unary(method: str, fn: UnaryHandler) -> UnaryHandler:
+def wrap_unary(call: CallInfo, fn: UnaryHandler, policies: Sequence[Policy] = ()) -> UnaryHandler:
+    method = call.full_name
+
     async def handler(request: Any, context: CallContext) -> Any:
         rid = _begin(context)
         started = time.perf_counter()
         code = "OK"
+        releases: list[Release] = []
         try:
+            if policies:
+                releases = await _admit(policies, call, request, context)
             response = await fn(request, context)
         except ForgeError as err:
             code = err.code.name
@@ -71,6 +115,8 @@ def wrap_unary(method: str, fn: UnaryHandler) -> UnaryHandler:
             code = "INTERNAL"
             await _fail(context, _internal(method, exc, rid), rid)
         finally:
+            if releases:
+                await _release(releases, code)
             _log(method, rid, code, started, context)
         context.set_trailing_metadata(tuple(trailing.get()))
         return response
@@ -78,12 +124,17 @@ def wrap_unary(method: str, fn: UnaryHandler) -> UnaryHandler:
     return handler
 
 
-def wrap_stream(method: str, fn: StreamHandler) -> StreamHandler:
+def wrap_stream(call: CallInfo, fn: StreamHandler, policies: Sequence[Policy] = ()) -> StreamHandler:
+    method = call.full_name
+
     async def handler(request: Any, context: CallContext) -> AsyncIterator[Any]:
         rid = _begin(context)
         started = time.perf_counter()
         code = "OK"
+        releases: list[Release] = []
         try:
+            if policies:
+                releases = await _admit(policies, call, request, context)
             async for message in fn(request, context):
                 yield message
             context.set_trailing_metadata(tuple(trailing.get()))
@@ -97,6 +148,8 @@ def wrap_stream(method: str, fn: StreamHandler) -> StreamHandler:
             code = "INTERNAL"
             await _fail(context, _internal(method, exc, rid), rid)
         finally:
+            if releases:
+                await _release(releases, code)
             _log(method, rid, code, started, context)
 
     return handler

@@ -8,11 +8,25 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
 import grpc
 
-__all__ = ["CallContext", "add_trailing", "metadata_value", "request_id", "trailing"]
+from ..domain.identity import ANONYMOUS, Principal
+
+__all__ = [
+    "CallContext",
+    "CallUsage",
+    "add_response_header",
+    "add_trailing",
+    "call_usage",
+    "metadata_value",
+    "principal",
+    "request_id",
+    "response_headers",
+    "trailing",
+]
 
 #: The id of the call being served (from `x-request-id` metadata, else generated), for logs and records.
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("forge_request_id", default="")
@@ -23,6 +37,35 @@ trailing: contextvars.ContextVar[list[tuple[str, str]]] = contextvars.ContextVar
 
 def add_trailing(*pairs: tuple[str, str]) -> None:
     trailing.get().extend(pairs)
+
+
+#: Who is calling; set by the pipeline's auth policy before the servicer runs.
+principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("forge_principal", default=ANONYMOUS)
+#: Metadata that must reach the client before the first message (rate-limit headers): the pipeline sends it as
+#: gRPC initial metadata, and the edge turns it into HTTP headers before the first byte.
+response_headers: contextvars.ContextVar[list[tuple[str, str]]] = contextvars.ContextVar("forge_response_headers")
+
+
+def add_response_header(*pairs: tuple[str, str]) -> None:
+    response_headers.get().extend(pairs)
+
+
+@dataclass(slots=True)
+class CallUsage:
+    """What a generation actually consumed, filled in by the servicer so policies can settle reservations."""
+
+    model: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+#: Set by the pipeline to a fresh CallUsage per call; servicers that generate fill it in.
+call_usage: contextvars.ContextVar[CallUsage] = contextvars.ContextVar("forge_call_usage")
 
 
 Metadata = Sequence[tuple[str, str | bytes]]
@@ -40,6 +83,8 @@ class CallContext(Protocol):
     def peer(self) -> str: ...
 
     def cancelled(self) -> bool: ...
+
+    async def send_initial_metadata(self, initial_metadata: Metadata) -> None: ...
 
 
 def metadata_value(context: CallContext, key: str) -> str | None:

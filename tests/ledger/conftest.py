@@ -67,6 +67,9 @@ class FakeContext:
     def cancelled(self) -> bool:
         return False
 
+    async def send_initial_metadata(self, initial_metadata: Any) -> None:
+        self.initial = tuple(initial_metadata)
+
 
 async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 20.0, step: float = 0.05) -> None:
     import asyncio

@@ -148,7 +148,7 @@ async def test_watch_metrics_streams_snapshots(servicer: AnalyticsServicer) -> N
 
 async def test_through_a_real_grpc_server(servicer: AnalyticsServicer) -> None:
     service = SERVICES["forge.analytics.v1.AnalyticsService"]
-    table = build_method_table({service: servicer}, PLANNED_IN)
+    table = build_method_table({service: [servicer]}, PLANNED_IN)
     server = grpc.aio.server()
     server.add_generic_rpc_handlers(grpc_handlers(table))
     port = server.add_insecure_port("127.0.0.1:0")

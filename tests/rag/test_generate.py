@@ -14,7 +14,7 @@ from forge_rpc.adapters.embedders import EmbedderDirectory
 from forge_rpc.adapters.providers.directory import ProviderDirectory
 from forge_rpc.adapters.store.rag_store import RagStore
 from forge_rpc.domain import ChatEngine, ChatParams, ChatResult
-from forge_rpc.server.app import configured_models
+from forge_rpc.server.compose_engine import configured_models
 from forge_rpc.server.config import DeploymentConfig
 from forge_rpc.services.rag import RagServicer
 from tests.fakes import FakeUpstream

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from forge_rpc.server.app import configured_models
+from forge_rpc.server.compose_engine import configured_models
 from forge_rpc.server.config import ConfigError, load_config
 
 LITELLM_CONFIG = """
