@@ -15,13 +15,20 @@ from typing import Any
 
 import yaml
 
+from .auth import AuthConfig, parse_auth
+from .limits import LimitsConfig, parse_limits
+from .routing import RoutingConfig, parse_routing
+
 __all__ = [
+    "AuthConfig",
     "ConfigError",
     "DeploymentConfig",
     "ForgeConfig",
     "GrpcConfig",
     "HttpConfig",
+    "LimitsConfig",
     "ProvidersConfig",
+    "RoutingConfig",
     "StorageConfig",
     "load_config",
 ]
@@ -126,6 +133,9 @@ class ForgeConfig:
     version: str = "0.1.0"
     status_watch_interval_s: float = 5.0
     """How often WatchServiceStatus (and /ws `service_status`) re-probes providers."""
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
 
 
 _GRPC, _HTTP, _PROVIDERS = GrpcConfig(), HttpConfig(), ProvidersConfig()
@@ -247,6 +257,9 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None, 
         providers=providers_cfg,
         data_dir=Path(env.get("FORGE_DATA_DIR") or data.get("data_dir") or "~/.local/share/forge").expanduser(),
         log_level=str(env.get("FORGE_LOG_LEVEL") or data.get("log_level") or "INFO").upper(),
+        auth=parse_auth(_section(data, "auth"), env),
+        limits=parse_limits(_section(data, "limits"), env),
+        routing=parse_routing(_section(data, "routing"), env),
     )
     return _apply(cfg, overrides)
 
@@ -268,6 +281,13 @@ def _apply(cfg: ForgeConfig, overrides: Mapping[str, Any]) -> ForgeConfig:
     if "shutdown_grace_s" in o:
         cfg = replace(cfg, grpc=replace(cfg.grpc, shutdown_grace_s=float(o["shutdown_grace_s"])))
     return cfg
+
+
+def _section(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    raw = data.get(name) or {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config section {name} must be a mapping")
+    return raw
 
 
 def _bool(raw: str | None, default: bool) -> bool:
