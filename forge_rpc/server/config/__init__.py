@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from .auth import AuthConfig, parse_auth
+from .errors import ConfigError
 from .limits import LimitsConfig, parse_limits
 from .routing import RoutingConfig, parse_routing
 
@@ -45,10 +46,6 @@ ENV_PROVIDERS: tuple[tuple[str, str], ...] = (
     ("GEMINI_API_KEY", "gemini"),
     ("ANTHROPIC_API_KEY", "anthropic"),
 )
-
-
-class ConfigError(ValueError):
-    """The configuration file or environment is invalid; the message names the setting."""
 
 
 @dataclass(frozen=True, slots=True)
