@@ -62,6 +62,7 @@ class ProviderDirectory:
         if local is not None:
             self.providers["local"] = local
             self._fallback.append(Deployment(local.record.name, "local", local.record.upstream_model))
+        self._preferred_default: str | None = None
         self._catalog = ModelCatalog([*self._configured, *self._fallback], default_model)
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
@@ -79,6 +80,16 @@ class ProviderDirectory:
             return None
         provider = self.providers[self._ollama_id]
         return provider if isinstance(provider, OllamaProvider) else None
+
+    def set_preferred_default(self, model_name: str | None) -> None:
+        """The model repository's `is_default` (a user's choice) wins over the configured default; None reverts
+        to the configured one."""
+        self._preferred_default = model_name
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        default = self._preferred_default or self._default
+        self._catalog = ModelCatalog([*self._configured, *self._discovered, *self._fallback], default)
 
     # CatalogSource
     def current(self) -> ModelCatalog:
@@ -112,7 +123,7 @@ class ProviderDirectory:
         if records:
             deployments.append(Deployment("ollama/*", self._ollama_id, "*"))
         self._discovered = deployments
-        self._catalog = ModelCatalog([*self._configured, *deployments, *self._fallback], self._default)
+        self._rebuild()
 
     async def list_models(self) -> list[ModelRecord]:
         """Every servable model: configured ones first, then what Ollama has."""
