@@ -18,6 +18,7 @@ import yaml
 from .auth import AuthConfig, parse_auth
 from .errors import ConfigError
 from .limits import LimitsConfig, parse_limits
+from .router import RouterConfig, parse_router
 from .routing import RoutingConfig, parse_routing
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "HttpConfig",
     "LimitsConfig",
     "ProvidersConfig",
+    "RouterConfig",
     "RoutingConfig",
     "StorageConfig",
     "load_config",
@@ -133,6 +135,8 @@ class ForgeConfig:
     auth: AuthConfig = field(default_factory=AuthConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+    router: RouterConfig = field(default_factory=RouterConfig)
+    """LiteLLM's `router_settings` (load balancing, retries, fallbacks, cooldowns)."""
 
 
 _GRPC, _HTTP, _PROVIDERS = GrpcConfig(), HttpConfig(), ProvidersConfig()
@@ -257,6 +261,7 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None, 
         auth=parse_auth(_section(data, "auth"), env),
         limits=parse_limits(_section(data, "limits"), env),
         routing=parse_routing(_section(data, "routing"), env),
+        router=parse_router(_section(data, "router_settings"), env),
     )
     return _apply(cfg, overrides)
 
