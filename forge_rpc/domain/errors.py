@@ -19,11 +19,13 @@ __all__ = [
     "InvalidArgument",
     "ModelNotFound",
     "NotFound",
+    "PermissionDenied",
     "ProviderAuthError",
     "ProviderProtocolError",
     "ProviderRateLimited",
     "ProviderUnavailable",
     "ResourceExhausted",
+    "Unauthenticated",
     "Unimplemented",
 ]
 
@@ -156,3 +158,11 @@ def Unimplemented(what: str, issue: str) -> ForgeError:
         ErrorCode.UNIMPLEMENTED,
         "UNIMPLEMENTED",
     )
+
+
+def PermissionDenied(detail: str, reason: str = "PERMISSION_DENIED") -> ForgeError:
+    return ForgeError(detail, ErrorCode.PERMISSION_DENIED, reason)
+
+
+def Unauthenticated(detail: str, reason: str = "UNAUTHENTICATED") -> ForgeError:
+    return ForgeError(detail, ErrorCode.UNAUTHENTICATED, reason)

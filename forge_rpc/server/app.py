@@ -24,6 +24,7 @@ from gateway.keys import EdgeConfig
 
 from ..adapters.accounting import PriceTable
 from ..adapters.embedders import EmbedderDirectory, MiniLMEmbedder
+from ..adapters.host_stats import HostProbe
 from ..adapters.providers.directory import ProviderDirectory
 from ..adapters.providers.health_monitor import HealthMonitor
 from ..adapters.providers.local_llama import LocalLlamaProvider
@@ -33,8 +34,10 @@ from ..adapters.store.ledger import UsageLedger
 from ..adapters.store.rag_store import RagStore
 from ..services.analytics import AnalyticsServicer
 from ..services.chat import ChatServicer
+from ..services.inflight import InFlight
 from ..services.rag import RagServicer
 from ..services.system_health import SystemHealthServicer
+from ..services.system_stats import SystemStatsServicer
 from .component import Component, Core, Resources
 from .compose_auth import auth_component
 from .compose_engine import build_engine
@@ -86,6 +89,7 @@ class ForgeApp:
     ledger: UsageLedger | None = None
     analytics_queries: AnalyticsQueries | None = None
     components: list[Component] = field(default_factory=list)
+    system_stats: SystemStatsServicer | None = None
     redis: Redis | None = None
 
     async def start(self, edge_config: EdgeConfig | None = None) -> None:
@@ -114,6 +118,8 @@ class ForgeApp:
             self.analytics_queries.bind(self.pool)
         if self.rag_store is not None:
             self.rag_store.bind(self.pool)
+        if self.system_stats is not None:
+            self.system_stats.bind(self.pool)
         if self.monitor is not None:
             self.monitor.attach_database(self.pool)
         if self.ledger is not None:
@@ -229,10 +235,14 @@ def build(config: ForgeConfig, *, local: LocalLlamaProvider | None = None) -> Fo
     # The offline embedder loads on first use (about a second); `forge serve` warms it in the background.
     local_embedder = MiniLMEmbedder()
     rag_store = RagStore()  # the pool is bound in start_storage()
+    inflight = InFlight()
+    host = HostProbe(config.data_dir)
+    system_stats = SystemStatsServicer(host, config.version, started_at, bool(config.storage.redis_url))
+    analytics = AnalyticsServicer(ledger, queries, prices, started_at, inflight=inflight, services=monitor, host=host)
     servicers: dict[str, list[object]] = {
         "forge.chat.v1.ChatService": [ChatServicer(engine, ledger)],
-        "forge.analytics.v1.AnalyticsService": [AnalyticsServicer(ledger, queries, prices, started_at)],
-        "forge.rag.v1.RagService": [RagServicer(rag_store, EmbedderDirectory([local_embedder]), engine)],
+        "forge.analytics.v1.AnalyticsService": [analytics, system_stats],
+        "forge.rag.v1.RagService": [RagServicer(rag_store, EmbedderDirectory([local_embedder]), engine, ledger=ledger)],
         "forge.routing.v1.RoutingService": [
             SystemHealthServicer(monitor, config.version, started_at, config.status_watch_interval_s)
         ],
@@ -249,7 +259,9 @@ def build(config: ForgeConfig, *, local: LocalLlamaProvider | None = None) -> Fo
         for name, parts in component.servicers.items():
             servicers.setdefault(name, []).extend(parts)
     policies = [p for c in components for p in c.policies]
-    table = build_method_table({d: servicers.get(name, []) for name, d in SERVICES.items()}, PLANNED_IN, policies)
+    table = build_method_table(
+        {d: servicers.get(name, []) for name, d in SERVICES.items()}, PLANNED_IN, policies, inflight
+    )
     hs = health.aio.HealthServicer()
     return ForgeApp(
         config,
@@ -263,6 +275,7 @@ def build(config: ForgeConfig, *, local: LocalLlamaProvider | None = None) -> Fo
         local_embedder=local_embedder,
         monitor=monitor,
         components=components,
+        system_stats=system_stats,
     )
 
 

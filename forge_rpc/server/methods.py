@@ -17,6 +17,7 @@ from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 
 from ..domain import Unimplemented
 from ..services.context import CallContext
+from ..services.inflight import InFlight
 from .pipeline import StreamHandler, UnaryHandler, wrap_stream, wrap_unary
 from .policy import CallInfo, Policy
 
@@ -66,17 +67,23 @@ def build_method_table(
     services: Mapping[ServiceDescriptor, Sequence[object]],
     planned_in: Mapping[str, str],
     policies: Sequence[Policy] = (),
+    inflight: InFlight | None = None,
 ) -> MethodTable:
     """`services` maps each service to the servicers that implement parts of it (the first that has a method
     serves it), so one service's RPCs can live in several small servicers."""
     table: MethodTable = {}
+    counter = inflight if inflight is not None else InFlight()
     for service, servicers in services.items():
         for method in service.methods:
             impl = next((getattr(s, method.name) for s in servicers if hasattr(s, method.name)), None)
             fn = impl or _unimplemented(service, method, planned_in.get(service.full_name, "a later release"))
             full = f"/{service.full_name}/{method.name}"
             call = CallInfo(full, service.full_name, method.name, method.server_streaming, method.client_streaming)
-            wrapped = wrap_stream(call, fn, policies) if method.server_streaming else wrap_unary(call, fn, policies)
+            wrapped = (
+                wrap_stream(call, fn, policies, counter)
+                if method.server_streaming
+                else wrap_unary(call, fn, policies, counter)
+            )
             table[full] = Method(
                 full_name=full,
                 descriptor=method,

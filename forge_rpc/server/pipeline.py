@@ -27,6 +27,7 @@ from ..services.context import (
     response_headers,
     trailing,
 )
+from ..services.inflight import InFlight
 from .errors import DETAILS_KEY, grpc_code, to_status
 from .policy import CallInfo, Policy, Release
 
@@ -93,7 +94,13 @@ def _log(method: str, rid: str, code: str, started: float, context: CallContext)
         access_log.info("%s %s %.1fms rid=%s peer=%s", method, code, ms, rid, context.peer())
 
 
-def wrap_unary(call: CallInfo, fn: UnaryHandler, policies: Sequence[Policy] = ()) -> UnaryHandler:
+# Counted when no InFlight is given (tests that wrap a single method).
+_UNCOUNTED = InFlight()
+
+
+def wrap_unary(
+    call: CallInfo, fn: UnaryHandler, policies: Sequence[Policy] = (), inflight: InFlight = _UNCOUNTED
+) -> UnaryHandler:
     method = call.full_name
 
     async def handler(request: Any, context: CallContext) -> Any:
@@ -101,6 +108,7 @@ def wrap_unary(call: CallInfo, fn: UnaryHandler, policies: Sequence[Policy] = ()
         started = time.perf_counter()
         code = "OK"
         releases: list[Release] = []
+        inflight.requests += 1
         try:
             if policies:
                 releases = await _admit(policies, call, request, context)
@@ -115,6 +123,7 @@ def wrap_unary(call: CallInfo, fn: UnaryHandler, policies: Sequence[Policy] = ()
             code = "INTERNAL"
             await _fail(context, _internal(method, exc, rid), rid)
         finally:
+            inflight.requests -= 1
             if releases:
                 await _release(releases, code)
             _log(method, rid, code, started, context)
@@ -124,14 +133,20 @@ def wrap_unary(call: CallInfo, fn: UnaryHandler, policies: Sequence[Policy] = ()
     return handler
 
 
-def wrap_stream(call: CallInfo, fn: StreamHandler, policies: Sequence[Policy] = ()) -> StreamHandler:
+def wrap_stream(
+    call: CallInfo, fn: StreamHandler, policies: Sequence[Policy] = (), inflight: InFlight = _UNCOUNTED
+) -> StreamHandler:
     method = call.full_name
+    # Watch… subscriptions last as long as a dashboard is open: they are not "requests in flight".
+    counted = 0 if call.method.startswith("Watch") else 1
 
     async def handler(request: Any, context: CallContext) -> AsyncIterator[Any]:
         rid = _begin(context)
         started = time.perf_counter()
         code = "OK"
         releases: list[Release] = []
+        inflight.requests += counted
+        inflight.streams += counted
         try:
             if policies:
                 releases = await _admit(policies, call, request, context)
@@ -148,6 +163,8 @@ def wrap_stream(call: CallInfo, fn: StreamHandler, policies: Sequence[Policy] = 
             code = "INTERNAL"
             await _fail(context, _internal(method, exc, rid), rid)
         finally:
+            inflight.requests -= counted
+            inflight.streams -= counted
             if releases:
                 await _release(releases, code)
             _log(method, rid, code, started, context)

@@ -5,8 +5,9 @@ GetDataSummary, ClearMetrics, ClearLogs, ClearAllData, GetMetrics, WatchMetrics.
 table answers UNIMPLEMENTED: the cache RPCs (the response cache arrives with issue 5), ListTaskHistory (the task
 queue, issue 6) and GetSystemStats (host resources).
 
-Auth does not exist yet (issue 5): there is no caller identity, so "the caller" resolves to nobody and the
-admin-only checks (clearing, naming another user) are marked where they join.
+Isolation: a caller sees their own usage and logs; naming another user, seeing everyone's, and clearing data
+are admin-only (the access table in the pipeline says so too; the checks here keep the servicer safe on its own).
+With auth off the caller is the local operator, an admin.
 """
 
 from __future__ import annotations
@@ -21,12 +22,15 @@ from datetime import UTC, date, datetime, timedelta
 from forge.analytics.v1 import analytics_pb2 as pb
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from ..adapters.host_stats import HostProbe
 from ..adapters.store.analytics_queries import SORT_COLUMNS, AnalyticsQueries, LogEntry, LogFilter, ModelStatsRow
 from ..adapters.store.ledger import UsageLedger
-from ..domain import FieldViolation, InvalidArgument, PriceList
+from ..domain import FieldViolation, InvalidArgument, PermissionDenied, PriceList
 from ..domain.ledger import Operation, UsageRecord, UsageStatus
-from .context import CallContext
+from .context import CallContext, principal
+from .inflight import InFlight
 from .paging import next_page_token, page_offset
+from .system_stats import ServiceStates, system_resources
 from .timestamps import timestamp
 
 __all__ = ["AnalyticsConfig", "AnalyticsServicer"]
@@ -86,13 +90,23 @@ def _page(page_size: int, limit: int, offset: int, token: str, default: int, max
 
 
 def _caller(context: CallContext) -> str | None:
-    """The authenticated user. None until auth lands (issue 5)."""
-    return None
+    """The authenticated user; None for the local operator (auth off)."""
+    return principal.get().user_id
 
 
 def _require_admin(context: CallContext) -> None:
-    """Clearing data and naming another user are admin-only; with auth (issue 5) this raises PERMISSION_DENIED
-    for non-admins. Without auth every caller is the operator."""
+    if not principal.get().is_admin:
+        raise PermissionDenied("this needs the admin role", "ADMIN_ONLY")
+
+
+def _scope(context: CallContext, user_id: str) -> str | None:
+    """Whose rows a query reads: an admin's choice (everyone when empty), else always the caller's own."""
+    who = principal.get()
+    if who.is_admin:
+        return user_id or None
+    if user_id and user_id != who.user_id:
+        raise PermissionDenied("only admins may read another user's usage", "NOT_OWNER")
+    return who.user_id or ""
 
 
 class AnalyticsServicer:
@@ -103,12 +117,19 @@ class AnalyticsServicer:
         prices: PriceList,
         started_at: float,
         config: AnalyticsConfig | None = None,
+        *,
+        inflight: InFlight | None = None,
+        services: ServiceStates | None = None,
+        host: HostProbe | None = None,
     ) -> None:
         self._ledger = ledger
         self._queries = queries
         self._prices = prices
         self._started_at = started_at
         self._config = config or AnalyticsConfig()
+        self._inflight = inflight or InFlight()
+        self._services = services
+        self._host = host or HostProbe()
 
     def _quota(self, user_id: str | None) -> int | None:
         if user_id is None:
@@ -211,9 +232,7 @@ class AnalyticsServicer:
         )
 
     async def GetCurrentStats(self, request: pb.GetCurrentStatsRequest, context: CallContext) -> pb.CurrentStats:
-        if request.user_id:
-            _require_admin(context)
-        t = await self._queries.totals(request.user_id or None)
+        t = await self._queries.totals(_scope(context, request.user_id))
         return pb.CurrentStats(
             total_requests=t.requests,
             total_tokens=t.tokens,
@@ -223,7 +242,7 @@ class AnalyticsServicer:
             uptime_seconds=time.time() - self._started_at,
             timestamp=_ts(time.time()),
             total_cost_usd=t.cost_usd,
-            # active_requests needs an in-flight counter in the pipeline; it joins with the rate limiter.
+            active_requests=self._inflight.requests - 1,  # not counting this call
         )
 
     async def GetStatsHistory(
@@ -238,9 +257,7 @@ class AnalyticsServicer:
             violations.append(FieldViolation("bucket_sec", "must be at least 10 and give at most 10,000 buckets"))
         if violations:
             raise InvalidArgument(violations)
-        if request.user_id:
-            _require_admin(context)
-        buckets = await self._queries.history(hours, bucket, request.model or None, request.user_id or None)
+        buckets = await self._queries.history(hours, bucket, request.model or None, _scope(context, request.user_id))
         return pb.GetStatsHistoryResponse(
             bucket_sec=bucket,
             metrics=[
@@ -272,12 +289,10 @@ class AnalyticsServicer:
             violations.append(FieldViolation("status", "one of success, error, cancelled"))
         if violations:
             raise InvalidArgument(violations)
-        if request.user_id:
-            _require_admin(context)
         f = LogFilter(
             model=request.model or None,
             status=status,
-            user_id=request.user_id or None,
+            user_id=_scope(context, request.user_id),
             start=request.start_time.ToDatetime(UTC) if request.HasField("start_time") else None,
             end=request.end_time.ToDatetime(UTC) if request.HasField("end_time") else None,
         )
@@ -294,9 +309,8 @@ class AnalyticsServicer:
         limit, offset = _page(request.page_size, 0, 0, request.page_token, 100, 1000)
         if request.hours < 0:
             raise InvalidArgument([FieldViolation("hours", "must not be negative")])
-        if request.user_id:
-            _require_admin(context)
-        rows, total = await self._queries.model_stats(request.hours, request.user_id or None, limit, offset)
+        who = _scope(context, request.user_id)
+        rows, total = await self._queries.model_stats(request.hours, who, limit, offset)
         return pb.ListModelStatsResponse(
             models=[_model_message(r) for r in rows], next_page_token=next_page_token(offset, len(rows), total)
         )
@@ -334,7 +348,8 @@ class AnalyticsServicer:
     async def _snapshot(self) -> pb.MetricsSnapshot:
         t = await self._queries.traffic(60.0)
         now = time.time()
-        return pb.MetricsSnapshot(
+        host = self._host.host()
+        snapshot = pb.MetricsSnapshot(
             timestamp=_ts(now),
             uptime_sec=now - self._started_at,
             traffic=pb.TrafficStats(
@@ -343,9 +358,20 @@ class AnalyticsServicer:
                 avg_latency_ms=t.avg_latency_ms,
                 p95_latency_ms=t.p95_latency_ms,
                 error_rate=t.error_rate,
+                active_requests=self._inflight.requests,
+                active_streams=self._inflight.streams,
             ),
-            # services / tasks / jobs / system join with the health monitor, issue 6's queue and a host probe.
+            system=system_resources(host),
+            # tasks / jobs join with issue 6's queue.
         )
+        if self._services is not None:
+            # The monitor's cached probe (re-probed at most every few seconds), never a probe per snapshot.
+            states = [st for st in (await self._services.states()).values() if st.enabled]
+            healthy = sum(1 for st in states if st.healthy)
+            snapshot.services.CopyFrom(
+                pb.ServiceCounts(total=len(states), healthy=healthy, unhealthy=len(states) - healthy)
+            )
+        return snapshot
 
     async def GetMetrics(self, request: pb.GetMetricsRequest, context: CallContext) -> pb.MetricsSnapshot:
         return await self._snapshot()

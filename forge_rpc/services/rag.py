@@ -39,13 +39,17 @@ from ..domain import (
     ForgeError,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
+    Usage,
 )
 from ..domain.chunking import chunk_text, word_spans
+from ..domain.ledger import Operation, UsageSink
 from .chat_convert import served_model, usage_message
-from .context import CallContext
+from .context import CallContext, principal
 from .paging import next_page_token, page_offset, page_size
 from .rag_convert import check_name, document_cursor, document_message, namespace_message
 from .rag_convert import conditions as query_conditions
+from .usage_recording import Generation
 
 __all__ = ["RagConfig", "RagServicer"]
 
@@ -73,8 +77,12 @@ class RagConfig:
 
 
 def _caller(context: CallContext) -> str | None:
-    """The authenticated user. None until auth lands (issue 5)."""
-    return None
+    """The authenticated user; None for the local operator (auth off) and anonymous callers."""
+    return principal.get().user_id
+
+
+def _provider_of(embedder: Embedder) -> str:
+    return embedder.name.split("/", 1)[0]
 
 
 class RagServicer:
@@ -84,17 +92,25 @@ class RagServicer:
         embedders: EmbedderDirectory,
         engine: ChatEngine | None,
         config: RagConfig | None = None,
+        ledger: UsageSink | None = None,
     ) -> None:
         self._store = store
         self._embedders = embedders
         self._engine = engine
         self._config = config or RagConfig()
+        self._ledger = ledger
 
     # --- helpers ----------------------------------------------------------------------------------------------
 
+    def _generation(self, operation: Operation, model: str, context: CallContext) -> Generation:
+        return Generation(self._ledger, operation, model, context)
+
     def _owner(self, user_id: str, context: CallContext) -> str | None:
-        # Naming another user is admin-only once auth exists (issue 5).
-        return user_id or _caller(context)
+        """Whose namespaces a call reaches: the caller's own, or — for admins only — the user it names."""
+        who = principal.get()
+        if user_id and user_id != who.user_id and not who.is_admin:
+            raise PermissionDenied("only admins may reach another user's namespaces", "NOT_OWNER")
+        return user_id or who.user_id
 
     async def _namespace(self, owner: str | None, name: str) -> NamespaceRow:
         found = await self._store.get_namespace(owner, name)
@@ -239,6 +255,8 @@ class RagServicer:
         self, request: pb.ListNamespacesRequest, context: CallContext
     ) -> pb.ListNamespacesResponse:
         size, offset = page_size(request.page_size), page_offset(request.page_token)
+        if request.user_id == ALL_OWNERS and not principal.get().is_admin:
+            raise PermissionDenied("only admins may list every user's namespaces", "NOT_OWNER")
         owner = ALL_OWNERS if request.user_id == ALL_OWNERS else self._owner(request.user_id, context)
         rows, total = await self._store.list_namespaces(owner, size, offset)
         token = next_page_token(offset, len(rows), total)
@@ -275,7 +293,9 @@ class RagServicer:
         if violations:
             raise InvalidArgument(violations)
         ns, embedder = await self._target(request.namespace, request.embedder, context)
-        ids, chunks, tokens, _ = await self._index_in_steps(ns, embedder, request.documents, "documents")
+        with self._generation(Operation.EMBEDDING, embedder.name, context) as gen:
+            ids, chunks, tokens, _ = await self._index_in_steps(ns, embedder, request.documents, "documents")
+            gen.completed(embedder.name, _provider_of(embedder), Usage(prompt_tokens=tokens))
         return pb.IndexDocumentsResponse(
             indexed=True,
             document_count=len(ids),
@@ -292,16 +312,22 @@ class RagServicer:
         target: tuple[NamespaceRow, Embedder] | None = None
         documents = chunks = tokens = 0
         failures: list[pb.ImportFailure] = []
-        async for message in request_iterator:
-            if target is None:
-                target = await self._target(message.namespace, message.embedder, context)
-            elif message.namespace and message.namespace != target[0].name:
-                raise InvalidArgument([FieldViolation("namespace", "every message must name the first one's")])
-            if len(message.documents) > self._config.max_documents_per_call:
-                raise InvalidArgument([FieldViolation("documents", f"at most {self._config.max_documents_per_call}")])
-            ids, written, used, rejected = await self._index_in_steps(*target, message.documents, "documents")
-            documents, chunks, tokens = documents + len(ids), chunks + written, tokens + used
-            failures += [pb.ImportFailure(document_id=i, message=why) for i, why in rejected]
+        with self._generation(Operation.EMBEDDING, "", context) as gen:
+            async for message in request_iterator:
+                if target is None:
+                    target = await self._target(message.namespace, message.embedder, context)
+                    gen.model = target[1].name
+                elif message.namespace and message.namespace != target[0].name:
+                    raise InvalidArgument([FieldViolation("namespace", "every message must name the first one's")])
+                if len(message.documents) > self._config.max_documents_per_call:
+                    limit = self._config.max_documents_per_call
+                    raise InvalidArgument([FieldViolation("documents", f"at most {limit}")])
+                ids, written, used, rejected = await self._index_in_steps(*target, message.documents, "documents")
+                documents, chunks, tokens = documents + len(ids), chunks + written, tokens + used
+                gen.usage = Usage(prompt_tokens=tokens)  # a cancelled import keeps what it embedded
+                failures += [pb.ImportFailure(document_id=i, message=why) for i, why in rejected]
+            if target is not None:
+                gen.completed(target[1].name, _provider_of(target[1]), Usage(prompt_tokens=tokens))
         name = target[0].name if target is not None else self._config.default_namespace
         return pb.ImportDocumentsResponse(
             namespace=name,
@@ -367,7 +393,9 @@ class RagServicer:
         )
         return fuse_rankings({"vector": by_vector, "text": by_text}, top_k)
 
-    async def _answer(self, request: pb.QueryRequest, hits: list[Match], context: CallContext) -> pb.QueryResponse:
+    async def _answer(
+        self, request: pb.QueryRequest, hits: list[Match], context: CallContext, gen: Generation
+    ) -> pb.QueryResponse:
         if self._engine is None:
             raise FailedPrecondition("generate_response needs a chat engine, and this server has none")
         sources: list[str] = []
@@ -389,6 +417,7 @@ class RagServicer:
             max_tokens=request.max_tokens if request.HasField("max_tokens") else None,
         )
         result = await self._engine.complete(params, context.time_remaining())
+        gen.completed(served_model(result.route), result.provider, result.usage)
         text = result.completion.text
         cited = sorted({int(m) for m in _CITATION.findall(text) if 1 <= int(m) <= len(sources)})
         # An answer without markers was still written from every source it was given: cite them all.
@@ -421,9 +450,15 @@ class RagServicer:
         conditions = query_conditions(request)
         started = time.perf_counter()
         ns = await self._namespace(_caller(context), request.namespace or self._config.default_namespace)
-        hits = await self._retrieve(request, ns, request.top_k or 5, conditions)
-        took_ms = (time.perf_counter() - started) * 1000
-        response = await self._answer(request, hits, context) if request.generate_response else pb.QueryResponse()
+        # One RAG row per query: the generation's usage when it answers, else the retrieval alone.
+        with self._generation(Operation.RAG, request.model or ns.embedder, context) as gen:
+            hits = await self._retrieve(request, ns, request.top_k or 5, conditions)
+            took_ms = (time.perf_counter() - started) * 1000
+            if request.generate_response:
+                response = await self._answer(request, hits, context, gen)
+            else:
+                response = pb.QueryResponse()
+                gen.completed(ns.embedder, ns.embedder.split("/", 1)[0], Usage())
         include_metadata = request.include_metadata if request.HasField("include_metadata") else True
         for hit in hits:
             match = response.relevant_documents.add(
@@ -462,8 +497,10 @@ class RagServicer:
             raise InvalidArgument(
                 [FieldViolation("dimensions", f"{embedder.name} produces {embedder.dimension}-d vectors only")]
             )
-        result = await embedder.embed_counted(list(request.input))
-        tokens = result.prompt_tokens
+        with self._generation(Operation.EMBEDDING, embedder.name, context) as gen:
+            result = await embedder.embed_counted(list(request.input))
+            tokens = result.prompt_tokens
+            gen.completed(embedder.name, _provider_of(embedder), Usage(prompt_tokens=tokens))
         return pb.CreateEmbeddingsResponse(
             data=[pb.Embedding(index=i, embedding=v) for i, v in enumerate(result.vectors)],
             model=embedder.name,

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, NoReturn
 
 import grpc
+import pytest
 import pytest_asyncio
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from forge_rpc.adapters.store import create_pool, migrate
+from forge_rpc.domain.identity import LOCAL
+from forge_rpc.services.context import principal
 from tests.store.conftest import database, embedded_pg  # noqa: F401  # the session server and per-module DB
 
 Pool = AsyncConnectionPool[AsyncConnection[Any]]
@@ -80,3 +83,11 @@ async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 20
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(step)
+
+
+@pytest.fixture(autouse=True)
+def local_operator() -> Iterator[None]:
+    """Servicers called directly (no pipeline) run as the local operator, as every call does with auth off."""
+    token = principal.set(LOCAL)
+    yield
+    principal.reset(token)

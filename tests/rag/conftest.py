@@ -15,7 +15,7 @@ from forge_rpc.adapters.store import create_pool, migrate
 from forge_rpc.adapters.store.rag_store import RagStore
 from forge_rpc.services.rag import RagServicer
 from tests.fakes import FakeUpstream
-from tests.ledger.conftest import FakeContext
+from tests.ledger.conftest import FakeContext, local_operator  # noqa: F401  # autouse, by name
 from tests.store.conftest import database, embedded_pg  # noqa: F401  # the session server and per-module DB
 
 Pool = AsyncConnectionPool[AsyncConnection[Any]]
