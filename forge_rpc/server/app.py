@@ -228,7 +228,8 @@ def build(config: ForgeConfig, *, local: LocalLlamaProvider | None = None) -> Fo
     prices = PriceTable()
     directory, engine = build_engine(config, prices, local)
     started_at = time.time()
-    ledger = UsageLedger()  # the pool is bound in start_storage()
+    # The pool is bound in start_storage().
+    ledger = UsageLedger(flush_interval_s=config.storage.ledger_flush_interval_s)
     queries = AnalyticsQueries()
     monitor = HealthMonitor(directory)
     core = Core(config, directory, engine, prices, ledger, monitor, started_at)

@@ -116,6 +116,9 @@ class StorageConfig:
     """Connections per replica (`FORGE_DB_POOL_SIZE`); replicas × this must stay under max_connections (100)."""
     pool_timeout_s: float = 10.0
     """How long a caller waits for a free connection."""
+    ledger_flush_interval_s: float = 0.2
+    """How often buffered usage rows are written (`FORGE_LEDGER_FLUSH_INTERVAL_S`); shutdown always writes the
+    rest. Longer means fewer, larger INSERTs; what a crash (kill -9) can lose is at most this window."""
     redis_url: str | None = None
     """Redis shared by replicas (`FORGE_REDIS_URL`): rate limits, budgets, cache, breakers, pub/sub. None keeps
     that state in process (one replica)."""
@@ -249,6 +252,9 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None, 
         database_url=env.get("FORGE_DATABASE_URL") or s.get("database_url"),
         embedded_port=int(embedded_port) if embedded_port else None,
         pool_max_size=_int(env, "FORGE_DB_POOL_SIZE", int(s.get("pool_max_size", 10))),
+        ledger_flush_interval_s=float(
+            env.get("FORGE_LEDGER_FLUSH_INTERVAL_S") or s.get("ledger_flush_interval_s") or 0.2
+        ),
         redis_url=env.get("FORGE_REDIS_URL") or s.get("redis_url") or (data.get("redis") or {}).get("url"),
     )
     cfg = ForgeConfig(
