@@ -13,6 +13,7 @@ import grpc
 import psycopg
 import pytest
 import pytest_asyncio
+import yaml
 from forge.analytics.v1 import analytics_pb2, analytics_pb2_grpc
 from forge.chat.v1 import chat_pb2, chat_pb2_grpc
 from forge.rag.v1 import rag_pb2, rag_pb2_grpc
@@ -38,12 +39,12 @@ async def fresh_database() -> AsyncIterator[str]:
 
 def config_file(tmp: Path, fake: FakeUpstream) -> Path:
     path = tmp / "forge.yaml"
-    path.write_text(
-        "model_list:\n"
-        "  - model_name: fake\n"
-        "    litellm_params: {model: openai/gpt-fake, api_base: '%s', api_key: sk-test}\n"
-        "providers: {default_model: fake, discover_ollama: false}\n" % fake.openai_base
-    )
+    deployment = {"model": "openai/gpt-fake", "api_base": fake.openai_base, "api_key": "sk-test"}
+    config = {
+        "model_list": [{"model_name": "fake", "litellm_params": deployment}],
+        "providers": {"default_model": "fake", "discover_ollama": False},
+    }
+    path.write_text(yaml.safe_dump(config))
     return path
 
 
