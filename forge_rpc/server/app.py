@@ -45,6 +45,7 @@ from .compose_limits import limits_component
 from .compose_models import models_component
 from .compose_resilience import resilience_component
 from .compose_routing import routing_component
+from .compose_training import training_component
 from .config import ForgeConfig
 from .database import EmbeddedPostgres
 from .methods import MethodTable, build_method_table, grpc_handlers
@@ -255,6 +256,7 @@ def build(config: ForgeConfig, *, local: LocalLlamaProvider | None = None) -> Fo
         models_component(core),
         routing_component(core),
         resilience_component(core),
+        training_component(core),
     ]
     for component in components:
         for name, parts in component.servicers.items():

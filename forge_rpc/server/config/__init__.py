@@ -20,6 +20,7 @@ from .errors import ConfigError
 from .limits import LimitsConfig, parse_limits
 from .router import RouterConfig, parse_router
 from .routing import RoutingConfig, parse_routing
+from .training import TrainingConfig, parse_training
 
 __all__ = [
     "AuthConfig",
@@ -33,6 +34,7 @@ __all__ = [
     "RouterConfig",
     "RoutingConfig",
     "StorageConfig",
+    "TrainingConfig",
     "load_config",
 ]
 
@@ -139,6 +141,7 @@ class ForgeConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     router: RouterConfig = field(default_factory=RouterConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
     """LiteLLM's `router_settings` (load balancing, retries, fallbacks, cooldowns)."""
 
 
@@ -268,6 +271,7 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None, 
         limits=parse_limits(_section(data, "limits"), env),
         routing=parse_routing(_section(data, "routing"), env),
         router=parse_router(_section(data, "router_settings"), env),
+        training=parse_training(_section(data, "training"), env),
     )
     return _apply(cfg, overrides)
 
