@@ -40,6 +40,7 @@ from ..services.system_health import SystemHealthServicer
 from ..services.system_stats import SystemStatsServicer
 from .component import Component, Core, Resources
 from .compose_auth import auth_component
+from .compose_embedders import build_embedders
 from .compose_engine import build_engine
 from .compose_limits import limits_component
 from .compose_models import models_component
@@ -85,6 +86,7 @@ class ForgeApp:
     pool: AsyncConnectionPool[Any] | None = None
     rag_store: RagStore | None = None
     local_embedder: MiniLMEmbedder | None = None
+    embedders: EmbedderDirectory | None = None
     monitor: HealthMonitor | None = None
     embedded_db: EmbeddedPostgres | None = None
     ledger: UsageLedger | None = None
@@ -205,6 +207,8 @@ class ForgeApp:
                 *([self.edge.cleanup()] if self.edge is not None else []),
             )
             await self.directory.close()
+            if self.embedders is not None:
+                await self.embedders.close()
         finally:
             await self.stop_storage()
 
@@ -237,6 +241,7 @@ def build(config: ForgeConfig, *, local: LocalLlamaProvider | None = None) -> Fo
     # The offline embedder loads on first use (about a second); `forge serve` warms it in the background.
     local_embedder = MiniLMEmbedder()
     rag_store = RagStore()  # the pool is bound in start_storage()
+    embedders = build_embedders(config, local_embedder)
     inflight = InFlight()
     host = HostProbe(config.data_dir)
     system_stats = SystemStatsServicer(host, config.version, started_at, bool(config.storage.redis_url))
@@ -244,7 +249,7 @@ def build(config: ForgeConfig, *, local: LocalLlamaProvider | None = None) -> Fo
     servicers: dict[str, list[object]] = {
         "forge.chat.v1.ChatService": [ChatServicer(engine, ledger)],
         "forge.analytics.v1.AnalyticsService": [analytics, system_stats],
-        "forge.rag.v1.RagService": [RagServicer(rag_store, EmbedderDirectory([local_embedder]), engine, ledger=ledger)],
+        "forge.rag.v1.RagService": [RagServicer(rag_store, embedders, engine, ledger=ledger, prices=prices)],
         "forge.routing.v1.RoutingService": [
             SystemHealthServicer(monitor, config.version, started_at, config.status_watch_interval_s)
         ],
@@ -276,6 +281,7 @@ def build(config: ForgeConfig, *, local: LocalLlamaProvider | None = None) -> Fo
         analytics_queries=queries,
         rag_store=rag_store,
         local_embedder=local_embedder,
+        embedders=embedders,
         monitor=monitor,
         components=components,
         system_stats=system_stats,

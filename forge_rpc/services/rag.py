@@ -40,6 +40,7 @@ from ..domain import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    PriceList,
     Usage,
 )
 from ..domain.chunking import chunk_text, word_spans
@@ -93,17 +94,23 @@ class RagServicer:
         engine: ChatEngine | None,
         config: RagConfig | None = None,
         ledger: UsageSink | None = None,
+        prices: PriceList | None = None,
     ) -> None:
         self._store = store
         self._embedders = embedders
         self._engine = engine
         self._config = config or RagConfig()
         self._ledger = ledger
+        self._prices = prices
 
     # --- helpers ----------------------------------------------------------------------------------------------
 
     def _generation(self, operation: Operation, model: str, context: CallContext) -> Generation:
         return Generation(self._ledger, operation, model, context)
+
+    def _embedding_usage(self, embedder: Embedder, tokens: int) -> Usage:
+        cost = self._prices.cost(embedder.name.split("/", 1)[-1], tokens, 0) if self._prices is not None else 0.0
+        return Usage(prompt_tokens=tokens, cost_usd=cost)
 
     def _owner(self, user_id: str, context: CallContext) -> str | None:
         """Whose namespaces a call reaches: the caller's own, or — for admins only — the user it names."""
@@ -295,7 +302,7 @@ class RagServicer:
         ns, embedder = await self._target(request.namespace, request.embedder, context)
         with self._generation(Operation.EMBEDDING, embedder.name, context) as gen:
             ids, chunks, tokens, _ = await self._index_in_steps(ns, embedder, request.documents, "documents")
-            gen.completed(embedder.name, _provider_of(embedder), Usage(prompt_tokens=tokens))
+            gen.completed(embedder.name, _provider_of(embedder), self._embedding_usage(embedder, tokens))
         return pb.IndexDocumentsResponse(
             indexed=True,
             document_count=len(ids),
@@ -327,7 +334,7 @@ class RagServicer:
                 gen.usage = Usage(prompt_tokens=tokens)  # a cancelled import keeps what it embedded
                 failures += [pb.ImportFailure(document_id=i, message=why) for i, why in rejected]
             if target is not None:
-                gen.completed(target[1].name, _provider_of(target[1]), Usage(prompt_tokens=tokens))
+                gen.completed(target[1].name, _provider_of(target[1]), self._embedding_usage(target[1], tokens))
         name = target[0].name if target is not None else self._config.default_namespace
         return pb.ImportDocumentsResponse(
             namespace=name,
@@ -500,7 +507,7 @@ class RagServicer:
         with self._generation(Operation.EMBEDDING, embedder.name, context) as gen:
             result = await embedder.embed_counted(list(request.input))
             tokens = result.prompt_tokens
-            gen.completed(embedder.name, _provider_of(embedder), Usage(prompt_tokens=tokens))
+            gen.completed(embedder.name, _provider_of(embedder), self._embedding_usage(embedder, tokens))
         return pb.CreateEmbeddingsResponse(
             data=[pb.Embedding(index=i, embedding=v) for i, v in enumerate(result.vectors)],
             model=embedder.name,

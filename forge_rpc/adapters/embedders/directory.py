@@ -42,3 +42,10 @@ class EmbedderDirectory:
 
     def names(self) -> list[str]:
         return sorted(self._known)
+
+    async def close(self) -> None:
+        """Closes the connections of the embedders built so far (those that hold any)."""
+        for embedder in self._known.values():
+            close = getattr(embedder, "close", None)
+            if close is not None:
+                await close()

@@ -7,7 +7,7 @@ needs it (at start-up, never on a request) and stays off the OpenAI/Ollama hot p
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from ...domain import (
@@ -80,6 +80,25 @@ class LitellmProvider:
         if isinstance(exc, lm.APIConnectionError | lm.ServiceUnavailableError | lm.InternalServerError):
             return ProviderUnavailable(self.kind, detail)
         return ProviderProtocolError(self.kind, detail)
+
+    async def embed(self, upstream_model: str, texts: Sequence[str]) -> tuple[list[list[float]], int]:
+        """litellm's `aembedding` for providers without a lean adapter: (vectors in order, prompt tokens)."""
+        kwargs: dict[str, Any] = {"model": upstream_model, "input": list(texts)}
+        if self._api_base:
+            kwargs["api_base"] = self._api_base
+        if self._api_key:
+            kwargs["api_key"] = self._api_key
+        try:
+            resp = await self._litellm.aembedding(**kwargs)
+        except Exception as exc:  # litellm raises its own hierarchy; mapped once, in _error
+            raise self._error(exc) from exc
+        try:
+            rows = sorted(resp.data, key=lambda row: int(row["index"]))
+            vectors = [[float(v) for v in row["embedding"]] for row in rows]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProviderProtocolError(self.kind, f"unreadable embeddings response: {exc}") from exc
+        usage = getattr(resp, "usage", None)
+        return vectors, int(getattr(usage, "prompt_tokens", 0) or 0)
 
     async def complete(self, upstream_model: str, params: ChatParams, timeout: float | None) -> Completion:
         try:

@@ -141,6 +141,15 @@ class OllamaProvider:
             usage=UsageReport(resp.prompt_eval_count or 0, resp.eval_count or 0),
         )
 
+    async def embed(self, upstream_model: str, texts: Sequence[str]) -> tuple[list[list[float]], int]:
+        """Ollama's native `/api/embed`: (vectors in input order, prompt tokens it read)."""
+        try:
+            resp = await self._client.embed(model=upstream_model, input=list(texts))
+        except (ollama.ResponseError, httpx.HTTPError, ConnectionError, ValueError) as exc:
+            raise self._error(exc) from exc
+        vectors = [[float(v) for v in row] for row in resp.embeddings]
+        return vectors, int(resp.prompt_eval_count or 0)
+
     async def list_models(self) -> Sequence[ModelRecord]:
         try:
             listing = await self._client.list()
