@@ -32,7 +32,7 @@ from ..adapters.store import create_pool, migrate
 from ..adapters.store.analytics_queries import AnalyticsQueries
 from ..adapters.store.ledger import UsageLedger
 from ..adapters.store.rag_store import RagStore
-from ..services.analytics import AnalyticsServicer
+from ..services.analytics import AnalyticsConfig, AnalyticsServicer
 from ..services.chat import ChatServicer
 from ..services.inflight import InFlight
 from ..services.rag import RagServicer
@@ -230,7 +230,7 @@ _READY = {
 def build(config: ForgeConfig, *, local: LocalLlamaProvider | None = None) -> ForgeApp:
     """`local` serves an in-process model built by the caller (tests); by default the `local` extra's, if
     installed and not turned off."""
-    prices = PriceTable()
+    prices = PriceTable(dict(config.usage.prices))
     directory, engine = build_engine(config, prices, local)
     started_at = time.time()
     # The pool is bound in start_storage().
@@ -245,9 +245,12 @@ def build(config: ForgeConfig, *, local: LocalLlamaProvider | None = None) -> Fo
     inflight = InFlight()
     host = HostProbe(config.data_dir)
     system_stats = SystemStatsServicer(host, config.version, started_at, bool(config.storage.redis_url))
-    analytics = AnalyticsServicer(ledger, queries, prices, started_at, inflight=inflight, services=monitor, host=host)
+    quotas = AnalyticsConfig(default_token_quota=config.usage.token_quota, token_quotas=config.usage.token_quotas)
+    analytics = AnalyticsServicer(
+        ledger, queries, prices, started_at, quotas, inflight=inflight, services=monitor, host=host
+    )
     servicers: dict[str, list[object]] = {
-        "forge.chat.v1.ChatService": [ChatServicer(engine, ledger)],
+        "forge.chat.v1.ChatService": [ChatServicer(engine, ledger, log_content=config.usage.log_content)],
         "forge.analytics.v1.AnalyticsService": [analytics, system_stats],
         "forge.rag.v1.RagService": [RagServicer(rag_store, embedders, engine, ledger=ledger, prices=prices)],
         "forge.routing.v1.RoutingService": [

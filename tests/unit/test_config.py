@@ -95,3 +95,30 @@ def test_defaults_need_nothing() -> None:
     assert (cfg.grpc.port, cfg.http.port) == (50051, 8000)
     assert cfg.providers.deployments == ()
     assert cfg.providers.ollama_host == "http://localhost:11434"
+
+
+def test_usage_section_prices_quotas_and_content_logging(tmp_path: Path) -> None:
+    path = tmp_path / "forge.yaml"
+    path.write_text(
+        "model_list:\n"
+        "  - model_name: tuned\n"
+        "    litellm_params: {model: openai/ft-1}\n"
+        "    model_info: {input_cost_per_token: 0.000002, output_cost_per_token: 0.000004}\n"
+        "usage:\n"
+        "  token_quota: 1000\n"
+        "  token_quotas: {alice: 50}\n"
+        "  prices: {cheap: {input_cost_per_token: 0.0000001}}\n"
+    )
+    cfg = load_config(path, env={"FORGE_LOG_CONTENT": "true"})
+    assert cfg.usage.log_content is True
+    assert cfg.usage.token_quota == 1000
+    assert cfg.usage.token_quotas == {"alice": 50}
+    assert cfg.usage.prices == {"tuned": (0.000002, 0.000004), "cheap": (0.0000001, 0.0)}
+    assert load_config(env={}).usage.log_content is False
+
+
+def test_usage_section_rejects_bad_values(tmp_path: Path) -> None:
+    path = tmp_path / "forge.yaml"
+    path.write_text("usage:\n  prices: {m: {input_cost_per_token: lots}}\n")
+    with pytest.raises(ConfigError, match=r"usage\.prices\.m"):
+        load_config(path, env={})

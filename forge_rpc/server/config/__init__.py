@@ -21,6 +21,7 @@ from .limits import LimitsConfig, parse_limits
 from .router import RouterConfig, parse_router
 from .routing import RoutingConfig, parse_routing
 from .training import TrainingConfig, parse_training
+from .usage import UsageConfig, parse_usage
 
 __all__ = [
     "AuthConfig",
@@ -35,6 +36,7 @@ __all__ = [
     "RoutingConfig",
     "StorageConfig",
     "TrainingConfig",
+    "UsageConfig",
     "load_config",
 ]
 
@@ -142,6 +144,7 @@ class ForgeConfig:
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     router: RouterConfig = field(default_factory=RouterConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    usage: UsageConfig = field(default_factory=UsageConfig)
     """LiteLLM's `router_settings` (load balancing, retries, fallbacks, cooldowns)."""
 
 
@@ -272,6 +275,7 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None, 
         routing=parse_routing(_section(data, "routing"), env),
         router=parse_router(_section(data, "router_settings"), env),
         training=parse_training(_section(data, "training"), env),
+        usage=parse_usage(_section(data, "usage"), env, data.get("model_list")),
     )
     return _apply(cfg, overrides)
 
