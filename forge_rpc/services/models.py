@@ -1,4 +1,5 @@
-"""ModelsService: listing across providers, show, shared pulls with progress, delete."""
+"""ModelsService: listing across providers (with the model repository's stored preferences merged in), show,
+shared pulls with progress, delete. The repository's own RPCs are in model_repository.py."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from collections.abc import AsyncIterator
 from forge.models.v1 import models_pb2
 
 from ..adapters.providers.directory import ProviderDirectory
+from ..adapters.store.model_preferences_cache import PreferenceCache, PreferenceSnapshot
+from ..adapters.store.model_repository import RepositoryRow
 from ..domain import FailedPrecondition, FieldViolation, InvalidArgument, ModelRecord, PullHub
 from .context import CallContext
 from .paging import next_page_token, page_offset, page_size
@@ -26,7 +29,7 @@ def human_size(n: int) -> str:
     return f"{size:.1f} TB"
 
 
-def model_message(r: ModelRecord, default_model: str | None) -> models_pb2.Model:
+def model_message(r: ModelRecord, default_model: str | None, prefs: RepositoryRow | None = None) -> models_pb2.Model:
     m = models_pb2.Model(
         name=r.name,
         provider=r.provider,
@@ -49,13 +52,27 @@ def model_message(r: ModelRecord, default_model: str | None) -> models_pb2.Model
     )
     if r.modified_at is not None:
         m.modified_at.CopyFrom(timestamp(r.modified_at))
+    if prefs is not None:
+        # is_default stays the directory's answer: a stored default that vanished is not the one requests use.
+        m.is_favorite, m.description = prefs.is_favorite, prefs.description
+        m.tags.extend(prefs.tags)
     return m
 
 
+_NO_PREFERENCES = PreferenceSnapshot()
+
+
 class ModelsServicer:
-    def __init__(self, directory: ProviderDirectory, pulls: PullHub) -> None:
+    def __init__(
+        self, directory: ProviderDirectory, pulls: PullHub, preferences: PreferenceCache | None = None
+    ) -> None:
         self._directory = directory
         self._pulls = pulls
+        self._preferences = preferences
+
+    def _prefs(self) -> PreferenceSnapshot:
+        """In memory: listings never wait on the database."""
+        return self._preferences.current() if self._preferences is not None else _NO_PREFERENCES
 
     async def ListModels(
         self, request: models_pb2.ListModelsRequest, context: CallContext
@@ -70,8 +87,9 @@ class ModelsServicer:
         ]
         default = self._directory.current().default_model or ""
         page = records[start : start + size]
+        prefs = self._prefs().rows
         return models_pb2.ListModelsResponse(
-            models=[model_message(r, default) for r in page],
+            models=[model_message(r, default, prefs.get(r.name)) for r in page],
             next_page_token=next_page_token(start, len(page), len(records)),
             default_model=default,
             active_model=default,
@@ -81,7 +99,7 @@ class ModelsServicer:
         if not request.name:
             raise InvalidArgument([FieldViolation("name", "required")])
         record = await self._directory.find_record(request.name)
-        return model_message(record, self._directory.current().default_model)
+        return model_message(record, self._directory.current().default_model, self._prefs().rows.get(record.name))
 
     async def PullModel(
         self, request: models_pb2.PullModelRequest, context: CallContext

@@ -39,12 +39,14 @@ async def test_snapshot_counts_streams_in_flight(
 
     # A Watch… subscription is a dashboard, not a request in flight.
     watch = analytics.WatchMetrics(analytics_pb2.WatchMetricsRequest(interval_ms=250))
-    first = await watch.read()
-    assert first.traffic.active_streams in (0, 1)  # the cancelled stream may still be unwinding
-    for _ in range(40):
-        snap = await watch.read()
+    snap = await watch.read()
+    assert isinstance(snap, analytics_pb2.MetricsSnapshot)
+    assert snap.traffic.active_streams in (0, 1)  # the cancelled stream may still be unwinding
+    for _ in range(40):  # snapshots come every 250 ms: the cancel lands within a few
         if snap.traffic.active_streams == 0:
             break
+        snap = await watch.read()
+        assert isinstance(snap, analytics_pb2.MetricsSnapshot)
     assert snap.traffic.active_streams == 0
     watch.cancel()
 
