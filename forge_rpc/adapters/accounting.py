@@ -15,7 +15,7 @@ from ..domain import ChatParams
 __all__ = ["LocalTokenCounter", "PriceTable"]
 
 
-def _litellm_dir() -> Path | None:
+def litellm_dir() -> Path | None:
     spec = importlib.util.find_spec("litellm")
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -27,7 +27,7 @@ class LocalTokenCounter:
 
     def __init__(self) -> None:
         self._encoding: Any = None
-        root = _litellm_dir()
+        root = litellm_dir()
         if root is not None:
             # tiktoken reads its cache location from the environment only.
             os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(root / "litellm_core_utils" / "tokenizers"))
@@ -55,7 +55,7 @@ class PriceTable:
 
     def __init__(self, overrides: dict[str, tuple[float, float]] | None = None) -> None:
         self._prices: dict[str, tuple[float, float]] = dict(overrides or {})
-        root = _litellm_dir()
+        root = litellm_dir()
         table = root / "model_prices_and_context_window_backup.json" if root else None
         if table is not None and table.exists():
             data: dict[str, Any] = orjson.loads(table.read_bytes())

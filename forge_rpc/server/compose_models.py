@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..adapters.store.model_preferences_cache import PreferenceCache
 from ..adapters.store.model_repository import ModelRepositoryStore
 from ..domain import PullHub
+from ..services.model_library import ModelLibraryServicer
 from ..services.model_repository import ModelRepositoryServicer
 from ..services.models import ModelsServicer
 from .component import Component, Core, Resources
@@ -28,6 +29,7 @@ def models_component(core: Core) -> Component:
             "forge.models.v1.ModelsService": [
                 ModelsServicer(core.directory, PullHub(), preferences),
                 ModelRepositoryServicer(store, preferences, core.directory),
+                ModelLibraryServicer(),
             ]
         },
         start=start,
