@@ -1,5 +1,6 @@
 """The aiohttp edge: builds the application over an Invoker and runs it with handler cancellation on, so a
-client that leaves cancels its handler and, through it, the core call and the upstream request."""
+client that leaves cancels its handler and, through it, the core call and the upstream request. Security headers,
+request limits and cross-origin control wrap every route (security.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from .call_metadata import REQUEST_ID, UPSTREAM_MS
 from .invoke import Invoker
 from .keys import CONFIG, INVOKER, EdgeConfig
 from .openai import setup_openai
+from .security import add_security_headers, cross_origin, request_limits
 from .transcode import setup_docs, setup_transcoding
 from .ws import setup_ws
 
@@ -43,7 +45,9 @@ async def edge_headers(request: web.Request, handler: Handler) -> web.StreamResp
 
 def build_edge(invoker: Invoker, config: EdgeConfig | None = None) -> web.Application:
     cfg = config or EdgeConfig()
-    app = web.Application(middlewares=[edge_headers], client_max_size=cfg.max_body_bytes)
+    # Limits first: an oversized request is refused before anything else looks at it.
+    app = web.Application(middlewares=[request_limits, cross_origin, edge_headers], client_max_size=cfg.max_body_bytes)
+    app.on_response_prepare.append(add_security_headers)
     app[INVOKER] = invoker
     app[CONFIG] = cfg
     # OpenAI's paths first: where a seed path collides with OpenAI's, real clients speak OpenAI.
@@ -58,7 +62,18 @@ async def start_edge(
     app: web.Application, host: str, port: int, shutdown_timeout: float = 10.0
 ) -> tuple[web.AppRunner, int]:
     """Starts listening; returns the runner (for cleanup) and the bound port (port 0 picks a free one)."""
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=shutdown_timeout)
+    cfg = app[CONFIG]
+    # The parser's own limits sit above the edge's, so an oversized request line or header reaches
+    # `request_limits` and gets its JSON 414/431 rather than the parser's plain-text 400.
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=shutdown_timeout,
+        max_line_size=2 * max(cfg.max_url_bytes, cfg.max_header_line_bytes),
+        max_field_size=2 * cfg.max_header_line_bytes,
+        max_headers=2 * cfg.max_headers,
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()

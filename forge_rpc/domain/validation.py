@@ -2,17 +2,40 @@
 
 from __future__ import annotations
 
+import re
+
 from .chat import ChatParams
 from .errors import FieldViolation, InvalidArgument
 
-__all__ = ["ROLES", "validate_chat"]
+__all__ = ["MAX_MODEL_NAME", "ROLES", "model_name_violation", "validate_chat"]
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 MAX_STOP = 4
+MAX_MODEL_NAME = 256
+# What real model names use: "gpt-4o-mini", "ollama/llama3.2:3b", "hf.co/org/Repo-GGUF:Q4_K_M",
+# "claude@20240229", "@cf/meta/llama-3"; plus = & % ~ for option suffixes some gateways append. No whitespace,
+# quotes, angle brackets or control characters: names reach logs, provider URLs and error messages.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9._:/@+=&%~,-]+")
+
+
+def model_name_violation(name: str, field: str = "model") -> FieldViolation | None:
+    """Why `name` cannot be a model name, or None when it can (the empty name means the default model)."""
+    if not name:
+        return None
+    if len(name) > MAX_MODEL_NAME:
+        return FieldViolation(field, f"at most {MAX_MODEL_NAME} characters")
+    if not _MODEL_NAME.fullmatch(name):
+        return FieldViolation(field, "letters, digits and . _ : / @ + = & % ~ , - only")
+    if name.startswith("/") or ".." in name.split("/"):
+        # Some providers put the model in a URL path: no absolute paths, no climbing out of it.
+        return FieldViolation(field, "must not start with '/' or contain a '..' path segment")
+    return None
 
 
 def validate_chat(params: ChatParams, prefix: str = "chat") -> None:
     bad: list[FieldViolation] = []
+    if (violation := model_name_violation(params.model, f"{prefix}.model")) is not None:
+        bad.append(violation)
     if not params.messages:
         bad.append(FieldViolation(f"{prefix}.messages", "at least one message (or a prompt) is required"))
     for i, m in enumerate(params.messages):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import time
@@ -160,7 +161,7 @@ class ForgeApp:
 
     async def start_edge(self, invoker: Invoker, edge_config: EdgeConfig | None = None) -> None:
         """The HTTP edge in this process and event loop, over the given invoker."""
-        cfg = edge_config or EdgeConfig(version=self.config.version, started_at=self.started_at)
+        cfg = edge_config or edge_settings(self.config, self.started_at)
         edge = build_edge(invoker, cfg)
         # aiohttp waits up to the grace period for handlers at shutdown, then cancels them (and their core calls).
         self.edge, self.http_port = await start_edge(
@@ -220,6 +221,7 @@ class ForgeApp:
 # Services whose dependencies are all in process today; the others report NOT_SERVING until they land.
 _READY = {
     "forge.analytics.v1.AnalyticsService",
+    "forge.auth.v1.AuthService",
     "forge.rag.v1.RagService",
     "forge.chat.v1.ChatService",
     "forge.models.v1.ModelsService",
@@ -291,6 +293,12 @@ def build(config: ForgeConfig, *, local: LocalLlamaProvider | None = None) -> Fo
     )
 
 
+def edge_settings(config: ForgeConfig, started_at: float | None = None) -> EdgeConfig:
+    """What the edge needs from the config: it cannot read ForgeConfig (it may run apart from the core)."""
+    cfg = EdgeConfig(version=config.version, auth_required=config.auth.enabled, cors_origins=config.auth.cors_origins)
+    return cfg if started_at is None else dataclasses.replace(cfg, started_at=started_at)
+
+
 def _stop_event() -> asyncio.Event:
     """Set on SIGTERM/SIGINT; installed before anything listens, so an early signal is never fatal."""
     loop = asyncio.get_running_loop()
@@ -318,7 +326,7 @@ async def run_edge_only(config: ForgeConfig, core_address: str) -> None:
     """The edge deployed apart from the core: the same routes over a gRPC channel to `core_address`."""
     stop = _stop_event()
     invoker = ChannelInvoker(core_address)
-    edge = build_edge(invoker, EdgeConfig(version=config.version))
+    edge = build_edge(invoker, edge_settings(config))
     runner, port = await start_edge(edge, config.http.host, config.http.port, config.grpc.shutdown_grace_s)
     log.info("HTTP edge listening on %s:%d, core at %s", config.http.host, port, core_address)
     try:

@@ -42,7 +42,8 @@ TOPICS: Final[Mapping[str, Topic]] = {
 }
 
 StreamKey = tuple[str, bytes]
-"""(topic, the request's deterministic serialization): equal params in any spelling or order share a stream."""
+"""(topic, the caller's 32-byte identity + the request's deterministic serialization): equal params in any
+spelling or order share a stream, but only between sockets with the same credentials."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +64,15 @@ def check_topics(topics: Mapping[str, Topic] = TOPICS) -> None:
 
 
 def resolve(
-    name: str, params: Mapping[str, Any], methods: Mapping[str, MethodInfo], topics: Mapping[str, Topic] = TOPICS
+    name: str,
+    params: Mapping[str, Any],
+    methods: Mapping[str, MethodInfo],
+    topics: Mapping[str, Topic] = TOPICS,
+    identity: bytes = bytes(32),
 ) -> Resolved:
-    """The request a subscription makes. Raises FrameError for an unknown topic and InvokeError (as the core would
-    answer) for params that do not fit the request message."""
+    """The request a subscription makes, keyed for the caller `identity` (credentials/Caller.identity). Raises
+    FrameError for an unknown topic and InvokeError (as the core would answer) for params that do not fit the
+    request message."""
     topic = topics.get(name)
     if topic is None:
         raise FrameError(f"unknown topic {name!r}; topics are {', '.join(sorted(topics))}", "NOT_FOUND")
@@ -78,7 +84,7 @@ def resolve(
         json_format.ParseDict(dict(params), request)
     except json_format.ParseError as exc:
         raise bad_request(f"topic {name!r} params: {exc}", "params") from None
-    return Resolved((name, request.SerializeToString(deterministic=True)), topic.method, request)
+    return Resolved((name, identity + request.SerializeToString(deterministic=True)), topic.method, request)
 
 
 async def event_payloads(

@@ -131,11 +131,10 @@ async def test_service_status_streams_initial_states(local_edge: ForgeApp) -> No
 
 async def test_rpc_errors_become_error_frames(edge: ForgeApp, http: aiohttp.ClientSession) -> None:
     async with await connect(edge, http) as ws:
-        # Training is not implemented yet: the core answers UNIMPLEMENTED, the socket carries on.
+        # An unknown job: the core answers NOT_FOUND, the socket carries on.
         await subscribe(ws, "j", "job", job_id="nope")
         (frame,) = await frames_for(ws, "j")
-        assert frame["type"] == "error" and frame["error"]["code"] == "UNIMPLEMENTED"
-        assert "TrainingService.WatchJob" in frame["error"]["detail"]
+        assert frame["type"] == "error" and frame["error"]["code"] == "NOT_FOUND"
         await subscribe(ws, "missing", "pull", model="doesnotexist:1b")
         frame = (await frames_for(ws, "missing"))[-1]  # after Ollama's "pulling manifest" event
         assert frame["type"] == "error" and frame["error"]["code"] == "MODEL_NOT_FOUND"
