@@ -423,6 +423,12 @@ class RagServicer:
             temperature=request.temperature if request.HasField("temperature") else None,
             max_tokens=request.max_tokens if request.HasField("max_tokens") else None,
         )
+        who = principal.get()
+        if who.allowed_models:
+            # The auth policy checks a named model; an empty one means the default, known only here.
+            model = params.model or (await self._engine.route(""))[0].deployment.model_name
+            if not who.may_use_model(model):
+                raise PermissionDenied(f"this API key may not use model {model!r}", "MODEL_NOT_ALLOWED")
         result = await self._engine.complete(params, context.time_remaining())
         gen.completed(served_model(result.route), result.provider, result.usage)
         text = result.completion.text
