@@ -45,7 +45,7 @@ from .compose_embedders import build_embedders
 from .compose_engine import build_engine
 from .compose_limits import limits_component
 from .compose_models import models_component
-from .compose_resilience import resilience_component
+from .compose_resilience import breaker_board, resilience_component
 from .compose_routing import routing_component
 from .compose_training import training_component
 from .config import ForgeConfig
@@ -264,7 +264,7 @@ def build(config: ForgeConfig, *, local: LocalLlamaProvider | None = None) -> Fo
         auth_component(core),
         limits_component(core),
         models_component(core),
-        routing_component(core),
+        routing_component(core, breakers=breaker_board(core)),
         resilience_component(core),
         training_component(core),
     ]

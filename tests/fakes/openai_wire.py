@@ -139,6 +139,14 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return error_response(400, "The fake upstream only supports n=1.", param="n")
 
     prompt = count_words(message_contents(messages))
+    if sc.context_window is not None and prompt > sc.context_window:
+        return error_response(
+            400,
+            f"This model's maximum context length is {sc.context_window} tokens. However, your messages "
+            f"resulted in {prompt} tokens. Please reduce the length of the messages.",
+            param="messages",
+            code="context_length_exceeded",
+        )
     tool = sc.tool_call if body.get("tools") else None
     limit = _max_tokens(body)
     count = sc.tokens if limit is None else min(sc.tokens, limit)

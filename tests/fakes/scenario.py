@@ -17,7 +17,7 @@ SEPARATOR: Final = "@"
 
 # Option name -> parser. Kept as data so validation of model-name options and
 # of /_control/defaults shares one definition.
-_INT_OPTIONS: Final = frozenset({"tokens", "fail", "cut_after", "malformed_after"})
+_INT_OPTIONS: Final = frozenset({"tokens", "fail", "cut_after", "malformed_after", "fail_times", "context_window"})
 _MS_OPTIONS: Final = frozenset({"ttft_ms", "gap_ms", "stall_ms", "retry_after"})
 _STR_OPTIONS: Final = frozenset({"tag", "tool_call"})
 SCENARIO_OPTIONS: Final = _INT_OPTIONS | _MS_OPTIONS | _STR_OPTIONS
@@ -49,6 +49,10 @@ class Scenario:
     malformed_after: int | None = None
     tag: str | None = None
     tool_call: str | None = None
+    #: Only the first N requests with this exact model string fail (with ``fail``); later ones succeed.
+    fail_times: int | None = None
+    #: Prompts longer than this many words get OpenAI's 400 ``context_length_exceeded``.
+    context_window: int | None = None
 
     def model_name(self) -> str:
         """The model string that reproduces this scenario (inverse of parse)."""
@@ -109,6 +113,8 @@ def parse_model(model: str, defaults: Mapping[str, str] | None = None) -> Scenar
     fail = values.get("fail")
     if isinstance(fail, int) and not 400 <= fail <= 599:
         raise ScenarioError(f"fail must be an HTTP error status, got {fail}")
+    if values.get("fail_times") is not None and fail is None:
+        raise ScenarioError("fail_times needs fail (the status the first requests get)")
     return Scenario(base=base, **values)  # type: ignore[arg-type]
 
 

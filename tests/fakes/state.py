@@ -6,6 +6,7 @@ importing the server (which imports them: that would be a cycle).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -22,11 +23,14 @@ class FakeState:
     models: ModelStore = field(default_factory=ModelStore)
     # Raw option strings from POST /_control/defaults (already validated).
     defaults: dict[str, str] = field(default_factory=dict)
+    # Requests seen per exact model string, for ``fail_times``.
+    seen: Counter[str] = field(default_factory=Counter)
 
     def reset(self) -> None:
         self.recorder.reset()
         self.models.reset()
         self.defaults.clear()
+        self.seen.clear()
 
     def scenario(self, model: str) -> Scenario:
         return parse_model(model, self.defaults)

@@ -6,6 +6,7 @@ import hashlib
 import math
 import struct
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any, Final
 
 import orjson
@@ -68,8 +69,13 @@ def begin(request: web.Request, rec: RequestRecord, model: object, stream: bool)
     """
     rec.stream = stream
     rec.model = model if isinstance(model, str) else None
-    scenario = state_of(request).scenario(rec.model or "")
+    state = state_of(request)
+    scenario = state.scenario(rec.model or "")
     rec.tag = scenario.tag
+    if scenario.fail_times is not None:
+        state.seen[rec.model or ""] += 1
+        if state.seen[rec.model or ""] > scenario.fail_times:
+            scenario = replace(scenario, fail=None)
     return scenario
 
 

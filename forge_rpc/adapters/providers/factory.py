@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ...domain import ChatProvider
 from .litellm_provider import LitellmProvider
 from .ollama_native import OllamaProvider
 from .openai_compat import OpenAICompatProvider
 
-__all__ = ["KNOWN_OPENAI_COMPATIBLE", "ProviderSpec", "build_provider", "classify"]
+__all__ = ["KNOWN_OPENAI_COMPATIBLE", "ProviderSpec", "base_url", "build_provider", "classify"]
 
 # LiteLLM provider prefixes whose APIs speak OpenAI's wire format: served by the lean adapter.
 KNOWN_OPENAI_COMPATIBLE: dict[str, tuple[str, str]] = {
@@ -36,6 +36,15 @@ class ProviderSpec:
     api_base: str | None
     api_key: str | None
     env_var: str
+    service: str = ""
+    """The service name the configuration gives it (`model_info.service`); empty lets the directory name it."""
+    key_source: str = field(default="", compare=False)
+    """Where `api_key` came from: "env" or "config" (empty when unknown)."""
+
+    @property
+    def accepts_key(self) -> bool:
+        """Whether an API key means anything to this provider (Ollama and the in-process model take none)."""
+        return self.adapter in ("openai", "litellm")
 
 
 def classify(upstream_model: str, adapter: str | None = None) -> tuple[str, str, str]:
@@ -52,10 +61,18 @@ def classify(upstream_model: str, adapter: str | None = None) -> tuple[str, str,
     return prefix, "openai", rest
 
 
+def base_url(spec: ProviderSpec, ollama_host: str) -> str:
+    """The endpoint the provider calls; empty for SDK-reached providers without an explicit base."""
+    if spec.adapter == "ollama":
+        return spec.api_base or ollama_host
+    if spec.adapter == "openai":
+        return spec.api_base or KNOWN_OPENAI_COMPATIBLE.get(spec.kind, KNOWN_OPENAI_COMPATIBLE["openai"])[0]
+    return spec.api_base or ""
+
+
 def build_provider(spec: ProviderSpec, ollama_host: str) -> ChatProvider:
     if spec.adapter == "ollama":
-        return OllamaProvider(spec.api_base or ollama_host)
+        return OllamaProvider(base_url(spec, ollama_host))
     if spec.adapter == "openai":
-        base = spec.api_base or KNOWN_OPENAI_COMPATIBLE.get(spec.kind, KNOWN_OPENAI_COMPATIBLE["openai"])[0]
-        return OpenAICompatProvider(spec.kind, base, spec.api_key, spec.env_var)
+        return OpenAICompatProvider(spec.kind, base_url(spec, ollama_host), spec.api_key, spec.env_var)
     return LitellmProvider(spec.kind, spec.api_base, spec.api_key, spec.env_var)
