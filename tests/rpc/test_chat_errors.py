@@ -118,3 +118,12 @@ async def test_batch_limits_are_enforced(channel: grpc.aio.Channel) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.BatchCreateChatCompletions(chat_pb2.BatchCreateChatCompletionsRequest())
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_prompt_over_the_context_window_has_its_own_reason(channel: grpc.aio.Channel) -> None:
+    stub = chat_pb2_grpc.ChatServiceStub(channel)
+    chat = request(fake_model("fake/gpt-fake", context_window=2), text="far too many words for this model")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.CreateChatCompletion(chat_pb2.CreateChatCompletionRequest(chat=chat))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason(err.value) == "CONTEXT_WINDOW_EXCEEDED"

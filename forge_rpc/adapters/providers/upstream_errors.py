@@ -32,6 +32,16 @@ def error_message(body: bytes) -> str:
     return str(data)[:500]
 
 
+def _error_code(body: bytes) -> str | None:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    err = data.get("error") if isinstance(data, dict) else None
+    code = err.get("code") if isinstance(err, dict) else None
+    return code if isinstance(code, str) else None
+
+
 def retry_after(headers: Mapping[str, str]) -> float | None:
     raw = headers.get("retry-after") or headers.get("Retry-After")
     try:
@@ -54,10 +64,13 @@ def upstream_error(provider: str, env_var: str, status: int, body: bytes, header
             metadata={"provider": provider},
         )
     if status in (400, 413, 422):
+        # OpenAI's code for a prompt over the model's window: a distinct reason so a router can fall back to a
+        # larger-context model group, and a client can tell it from a malformed request.
+        reason = "CONTEXT_WINDOW_EXCEEDED" if _error_code(body) == "context_length_exceeded" else "INVALID_ARGUMENT"
         return ForgeError(
             f"provider {provider!r} rejected the request: {detail}",
             ErrorCode.INVALID_ARGUMENT,
-            "INVALID_ARGUMENT",
+            reason,
             metadata={"provider": provider},
         )
     if status in (408, 504):
