@@ -23,7 +23,7 @@ def configured_models(deployments: tuple[DeploymentConfig, ...]) -> list[Configu
         kind, adapter, upstream = classify(d.model, d.adapter)
         spec = ProviderSpec(kind, adapter, d.api_base, d.api_key, d.env_var or f"{kind.upper()}_API_KEY")
         # rpm/tpm weigh the deployment in its group's shuffle; model_info's own values win.
-        limits = {k: v for k, v in (("rpm", d.rpm), ("tpm", d.tpm)) if v}
+        limits = {k: v for k, v in (("rpm", d.rpm), ("tpm", d.tpm), ("weight", d.weight)) if v}
         out.append(ConfiguredModel(d.model_name, upstream, spec, {**limits, **d.info}))
     return out
 

@@ -122,3 +122,19 @@ def test_usage_section_rejects_bad_values(tmp_path: Path) -> None:
     path.write_text("usage:\n  prices: {m: {input_cost_per_token: lots}}\n")
     with pytest.raises(ConfigError, match=r"usage\.prices\.m"):
         load_config(path, env={})
+
+
+def test_litellm_weight_reaches_the_deployment(tmp_path: Path) -> None:
+    path = tmp_path / "forge.yaml"
+    path.write_text(
+        "model_list:\n"
+        "  - model_name: duo\n"
+        "    litellm_params: {model: openai/a, weight: 3}\n"
+        "  - model_name: duo\n"
+        "    litellm_params: {model: openai/b}\n"
+    )
+    cfg = load_config(path, env={})
+    assert [d.weight for d in cfg.providers.deployments] == [3.0, None]
+    models = configured_models(cfg.providers.deployments)
+    assert models[0].info["weight"] == 3.0
+    assert "weight" not in models[1].info

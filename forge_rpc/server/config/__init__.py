@@ -87,6 +87,8 @@ class DeploymentConfig:
     api_key: str | None = None
     rpm: int | None = None
     tpm: int | None = None
+    weight: float | None = None
+    """Share of a model group's traffic under simple-shuffle (LiteLLM's `litellm_params.weight`)."""
     adapter: str | None = None
     """forge extension: force "openai", "ollama" or "litellm" instead of choosing by the model prefix."""
     env_var: str = ""
@@ -187,6 +189,7 @@ def _deployments(raw: Any, env: Mapping[str, str]) -> list[DeploymentConfig]:
                 api_key=_env_ref(key_raw, env, f"{where}.litellm_params.api_key"),
                 rpm=params.get("rpm"),
                 tpm=params.get("tpm"),
+                weight=float(params["weight"]) if params.get("weight") is not None else None,
                 adapter=params.get("forge_adapter") or entry.get("adapter"),
                 env_var=env_var,
                 info=dict(entry.get("model_info") or {}),
