@@ -1,6 +1,7 @@
-"""The one place an InvokeError (a gRPC status) becomes an HTTP answer: status code, `retry-after`, and the body
-`{"detail", "code", "error": <google.rpc.Status as JSON>}`. The OpenAI routes use OpenAI's shape instead
-(gateway/openai)."""
+"""The one place an InvokeError (a gRPC status) becomes an HTTP answer: status code, `retry-after` (from RetryInfo,
+rounded up to whole seconds), the core's rate-limit headers (`x-ratelimit-*`, from the error's trailing metadata),
+and the body `{"detail", "code", "error": <google.rpc.Status as JSON>}`. The OpenAI routes use OpenAI's shape
+instead (gateway/openai), with the same headers (`error_headers`)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,18 @@ from aiohttp import web
 from google.protobuf import json_format
 from google.rpc import error_details_pb2, status_pb2
 
+from .call_metadata import forwarded_headers
 from .invoke import InvokeError
 
-__all__ = ["HTTP_STATUS", "bad_request", "error_json", "error_reason", "error_response", "retry_after_s"]
+__all__ = [
+    "HTTP_STATUS",
+    "bad_request",
+    "error_headers",
+    "error_json",
+    "error_reason",
+    "error_response",
+    "retry_after_s",
+]
 
 HTTP_STATUS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.OK: 200,
@@ -65,11 +75,17 @@ def error_json(err: InvokeError) -> dict[str, Any]:
     }
 
 
-def error_response(err: InvokeError, headers: dict[str, str] | None = None) -> web.Response:
-    out = dict(headers or {})
+def error_headers(err: InvokeError) -> dict[str, str]:
+    """`retry-after` and the headers the core attached to the failure (rate-limit state of a 429, the route)."""
+    out = forwarded_headers(err.trailing)
     retry = retry_after_s(err)
     if retry is not None:
         out["retry-after"] = str(retry)
+    return out
+
+
+def error_response(err: InvokeError, headers: dict[str, str] | None = None) -> web.Response:
+    out = {**(headers or {}), **error_headers(err)}
     return web.Response(
         status=HTTP_STATUS.get(err.code, 500),
         body=orjson.dumps(error_json(err)),

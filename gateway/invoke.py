@@ -6,13 +6,17 @@ path here. `ChannelInvoker` (edge deployed apart): the same calls over a `grpc.a
 
 Both raise `InvokeError` (status code, message, and the `google.rpc.Status` details when there are any), so the
 edge maps one error type to HTTP whatever carried the call.
+
+Both expose the core's initial metadata (rate-limit headers, sent before the first message): `CallResult.initial`
+for unary calls, and for streams `await initial_metadata(stream)`, which returns as soon as the core sent it (or
+its first message, or the call ended), so the edge can put it in the HTTP headers before the first byte.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol
 
@@ -30,6 +34,7 @@ __all__ = [
     "LocalInvoker",
     "LocalMethod",
     "MethodInfo",
+    "initial_metadata",
     "method_catalog",
 ]
 
@@ -84,6 +89,17 @@ class CallResult:
 
     response: Message
     trailing: Metadata = ()
+    initial: Metadata = ()
+    """What the core sent before its answer (rate-limit headers)."""
+
+
+async def initial_metadata(stream: AsyncIterator[Message]) -> Metadata:
+    """The initial metadata of a stream from `Invoker.stream`; () for iterators that carry none (test doubles).
+
+    Returns when the core sent it, or sent its first message, or the call ended: never later than the first
+    message is available."""
+    getter: Callable[[], Awaitable[Metadata]] | None = getattr(stream, "initial_metadata", None)
+    return await getter() if getter is not None else ()
 
 
 class Invoker(Protocol):
@@ -97,7 +113,8 @@ class Invoker(Protocol):
     def stream(
         self, method: str, request: Message, metadata: Metadata, timeout: float | None
     ) -> AsyncIterator[Message]:
-        """Server-streaming call; closing the iterator (or cancelling the task) cancels the call."""
+        """Server-streaming call; closing the iterator (or cancelling the task) cancels the call. Iterate it in
+        the task that handles the request (the core's context variables and deadline live there)."""
         ...
 
     async def close(self) -> None: ...
@@ -129,6 +146,8 @@ class LocalContext:
     initial: list[tuple[str, str]] = field(default_factory=list)
     """What the core sent before its first message (rate-limit headers)."""
     _cancelled: bool = False
+    _initial_known: bool = False
+    _initial_event: asyncio.Event | None = None
 
     def invocation_metadata(self) -> Metadata:
         return self.metadata
@@ -150,6 +169,20 @@ class LocalContext:
 
     async def send_initial_metadata(self, initial_metadata: Metadata) -> None:
         self.initial = [(k, str(v)) for k, v in initial_metadata]
+        self.initial_known()
+
+    def initial_known(self) -> None:
+        """No more initial metadata can come: it was sent, or the first message or the end was."""
+        self._initial_known = True
+        if self._initial_event is not None:
+            self._initial_event.set()
+
+    async def wait_initial(self) -> Metadata:
+        if not self._initial_known:
+            if self._initial_event is None:
+                self._initial_event = asyncio.Event()
+            await self._initial_event.wait()
+        return self.initial
 
 
 def _error_from(
@@ -188,32 +221,66 @@ class LocalInvoker:
         except asyncio.CancelledError:
             ctx._cancelled = True
             raise
-        return CallResult(response, ctx.trailing)
+        return CallResult(response, ctx.trailing, ctx.initial)
 
-    async def stream(
+    def stream(
         self, method: str, request: Message, metadata: Metadata, timeout: float | None
     ) -> AsyncIterator[Message]:
-        handler = self._table[method].handler
         ctx = LocalContext(metadata, None if timeout is None else time.monotonic() + timeout, self._peer)
-        source: AsyncIterator[Message] = handler(request, ctx)
-        try:
-            async with asyncio.timeout(timeout):
-                async for message in source:
-                    yield message
-        except _Abort as abort:
-            raise _error_from(abort.trailing, abort.code, abort.details) from None
-        except TimeoutError:
-            raise _deadline_error() from None
-        except (asyncio.CancelledError, GeneratorExit):
-            ctx._cancelled = True
-            raise
-        finally:
-            closer: Callable[[], Awaitable[None]] | None = getattr(source, "aclose", None)
-            if closer is not None:
-                await closer()
+        return _LocalStream(_local_messages(self._table[method].handler, request, ctx, timeout), ctx)
 
     async def close(self) -> None:
         return None
+
+
+async def _local_messages(
+    handler: Callable[[Any, Any], Any], request: Message, ctx: LocalContext, timeout: float | None
+) -> AsyncGenerator[Message, None]:
+    source: AsyncIterator[Message] = handler(request, ctx)
+    try:
+        async with asyncio.timeout(timeout):
+            try:
+                first = await anext(source)
+            except StopAsyncIteration:
+                return
+            ctx.initial_known()
+            yield first
+            async for message in source:
+                yield message
+    except _Abort as abort:
+        raise _error_from(abort.trailing, abort.code, abort.details) from None
+    except TimeoutError:
+        raise _deadline_error() from None
+    except (asyncio.CancelledError, GeneratorExit):
+        ctx._cancelled = True
+        raise
+    finally:
+        ctx.initial_known()
+        closer: Callable[[], Awaitable[None]] | None = getattr(source, "aclose", None)
+        if closer is not None:
+            await closer()
+
+
+class _LocalStream:
+    """An in-process stream: iterating it iterates the wrapped handler's generator itself (no layer per
+    message); `initial_metadata()` waits on the local call context."""
+
+    __slots__ = ("_ctx", "_messages")
+
+    def __init__(self, messages: AsyncGenerator[Message, None], ctx: LocalContext) -> None:
+        self._messages, self._ctx = messages, ctx
+
+    def __aiter__(self) -> AsyncGenerator[Message, None]:
+        return self._messages
+
+    def __anext__(self) -> Awaitable[Message]:
+        return self._messages.__anext__()
+
+    async def aclose(self) -> None:
+        await self._messages.aclose()
+
+    async def initial_metadata(self) -> Metadata:
+        return await self._ctx.wait_initial()
 
 
 # --------------------------------------------------------------------------------------------- channel
@@ -247,20 +314,52 @@ class ChannelInvoker:
             response = await call
         except grpc.aio.AioRpcError as err:
             raise _error_from(tuple(err.trailing_metadata() or ()), err.code(), err.details() or "") from None
-        trailing = [(k, v) for k, v in (await call.trailing_metadata() or ()) if isinstance(v, str)]
-        return CallResult(response, trailing)
+        trailing = _plain(await call.trailing_metadata())
+        return CallResult(response, trailing, _plain(await call.initial_metadata()))
 
-    async def stream(
+    def stream(
         self, method: str, request: Message, metadata: Metadata, timeout: float | None
     ) -> AsyncIterator[Message]:
         call = self._streams[method](request, metadata=tuple(metadata), timeout=timeout)
-        try:
-            async for message in call:
-                yield message
-        except grpc.aio.AioRpcError as err:
-            raise _error_from(tuple(err.trailing_metadata() or ()), err.code(), err.details() or "") from None
-        finally:
-            call.cancel()  # a no-op when the call already ended; closes the stream when the edge left early
+        return _ChannelStream(call)
 
     async def close(self) -> None:
         await self._channel.close()
+
+
+def _plain(metadata: Any) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in (metadata or ()) if isinstance(v, str)]
+
+
+async def _channel_messages(call: grpc.aio.UnaryStreamCall[Any, Any]) -> AsyncGenerator[Message, None]:
+    try:
+        async for message in call:
+            yield message
+    except grpc.aio.AioRpcError as err:
+        raise _error_from(tuple(err.trailing_metadata() or ()), err.code(), err.details() or "") from None
+    finally:
+        call.cancel()  # a no-op when the call already ended; closes the stream when the edge left early
+
+
+class _ChannelStream:
+    __slots__ = ("_call", "_messages")
+
+    def __init__(self, call: grpc.aio.UnaryStreamCall[Any, Any]) -> None:
+        self._call = call
+        self._messages = _channel_messages(call)
+
+    def __aiter__(self) -> AsyncGenerator[Message, None]:
+        return self._messages
+
+    def __anext__(self) -> Awaitable[Message]:
+        return self._messages.__anext__()
+
+    async def aclose(self) -> None:
+        await self._messages.aclose()
+        self._call.cancel()  # also when it was never iterated
+
+    async def initial_metadata(self) -> Metadata:
+        try:
+            return _plain(await self._call.initial_metadata())
+        except grpc.RpcError:
+            return ()

@@ -43,7 +43,7 @@ from .component import Component, Core, Resources
 from .compose_auth import auth_component
 from .compose_embedders import build_embedders
 from .compose_engine import build_engine
-from .compose_limits import limits_component
+from .compose_limits import limits_component, response_cache
 from .compose_models import models_component
 from .compose_resilience import breaker_board, resilience_component
 from .compose_routing import routing_component
@@ -244,6 +244,7 @@ def build(config: ForgeConfig, *, local: LocalLlamaProvider | None = None) -> Fo
     local_embedder = MiniLMEmbedder()
     rag_store = RagStore()  # the pool is bound in start_storage()
     embedders = build_embedders(config, local_embedder)
+    cache = response_cache(config)  # shared by the chat servicer and the cache RPCs
     inflight = InFlight()
     host = HostProbe(config.data_dir)
     system_stats = SystemStatsServicer(host, config.version, started_at, bool(config.storage.redis_url))
@@ -252,7 +253,7 @@ def build(config: ForgeConfig, *, local: LocalLlamaProvider | None = None) -> Fo
         ledger, queries, prices, started_at, quotas, inflight=inflight, services=monitor, host=host
     )
     servicers: dict[str, list[object]] = {
-        "forge.chat.v1.ChatService": [ChatServicer(engine, ledger, log_content=config.usage.log_content)],
+        "forge.chat.v1.ChatService": [ChatServicer(engine, ledger, log_content=config.usage.log_content, cache=cache)],
         "forge.analytics.v1.AnalyticsService": [analytics, system_stats],
         "forge.rag.v1.RagService": [RagServicer(rag_store, embedders, engine, ledger=ledger, prices=prices)],
         "forge.routing.v1.RoutingService": [
@@ -262,7 +263,7 @@ def build(config: ForgeConfig, *, local: LocalLlamaProvider | None = None) -> Fo
     # Order matters for policies: authentication runs before limits (which key on the caller).
     components = [
         auth_component(core),
-        limits_component(core),
+        limits_component(core, cache),
         models_component(core),
         routing_component(core, breakers=breaker_board(core)),
         resilience_component(core),

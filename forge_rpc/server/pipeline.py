@@ -61,7 +61,8 @@ async def _admit(policies: Sequence[Policy], call: CallInfo, request: Any, conte
         await _release(releases, "ABORTED")
         raise
     headers = response_headers.get()
-    if headers:
+    # Streams always send theirs now, even empty: the edge writes nothing (not even an SSE heartbeat) before it.
+    if headers or call.server_streaming:
         await context.send_initial_metadata(tuple(headers))
     return releases
 

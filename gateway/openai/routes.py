@@ -1,7 +1,8 @@
 """The OpenAI routes under `/v1`: HTTP in, one core call through the app's Invoker, OpenAI JSON out.
 
-Every answer carries `x-request-id` (the client's when it sent one); every failure is OpenAI's error shape with
-the status the official SDK maps to its typed exceptions."""
+Every answer carries `x-request-id` (the client's when it sent one) and the core's rate-limit headers
+(`x-ratelimit-*`, as OpenAI sends them); every failure is OpenAI's error shape with the status the official SDK
+maps to its typed exceptions (a 429 with `retry-after` and the `x-ratelimit-*` state)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,13 @@ from forge.models.v1 import models_pb2
 from forge.rag.v1 import rag_pb2
 from google.protobuf.message import Message
 
-from ..call_metadata import REQUEST_ID, TRAILING, UPSTREAM_MS, call_metadata, call_timeout
+from ..call_metadata import REQUEST_ID, TRAILING, UPSTREAM_MS, call_metadata, call_timeout, forwarded_headers
 from ..invoke import InvokeError, Metadata
 from ..keys import CONFIG, INVOKER
 from .embeddings import embeddings_json, parse_embeddings
-from .errors import OpenAIError, from_invoke, invalid_request
+from .errors import OpenAIError, invalid_request
 from .schema import read_object
-from .sse import stream_chat
+from .sse import refused, stream_chat
 from .translate import completion_json, parse_chat
 
 __all__ = ["setup_routes"]
@@ -31,11 +32,15 @@ GET_MODEL = "/forge.models.v1.ModelsService/GetModel"
 EMBEDDINGS = "/forge.rag.v1.RagService/CreateEmbeddings"
 MODELS_PAGE = 1000
 
+#: Headers from the core's metadata for the answer (rate limits, deployment, attempts); set by `_unary`.
+FORWARDED = web.RequestKey("forge_forwarded_headers", dict[str, str])
+
 Handler = Callable[[web.Request, Metadata], Awaitable[web.StreamResponse]]
 
 
-def _json(body: bytes, rid: str, extra: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=body, content_type="application/json", headers={"x-request-id": rid, **(extra or {})})
+def _json(request: web.Request, body: bytes, extra: dict[str, str] | None = None) -> web.Response:
+    headers = {**request.get(FORWARDED, {}), "x-request-id": request[REQUEST_ID], **(extra or {})}
+    return web.Response(body=body, content_type="application/json", headers=headers)
 
 
 def _openai_errors(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -56,8 +61,9 @@ async def _unary(request: web.Request, method: str, message: Message, metadata: 
     try:
         result = await request.app[INVOKER].unary(method, message, metadata, call_timeout(request))
     except InvokeError as err:
-        raise from_invoke(err, prefix) from None
+        raise refused(err, prefix) from None
     request[TRAILING] = list(result.trailing)
+    request[FORWARDED] = forwarded_headers(result.initial, result.trailing)
     return result.response
 
 
@@ -73,7 +79,7 @@ async def chat_completions(request: web.Request, metadata: Metadata) -> web.Stre
     # Which route answered is known for a unary call; streams learn it only at their end, after the headers.
     route = {"x-forge-provider": reply.provider, "x-forge-model": reply.model} if reply.provider else {}
     route.update((k, v) for k, v in request.get(TRAILING, ()) if k == UPSTREAM_MS)
-    return _json(completion_json(reply, f"chatcmpl-{rid}", call.model), rid, route)
+    return _json(request, completion_json(reply, f"chatcmpl-{rid}", call.model), route)
 
 
 def _model_json(m: models_pb2.Model, fallback_created: int) -> dict[str, object]:
@@ -94,7 +100,7 @@ async def list_models(request: web.Request, metadata: Metadata) -> web.StreamRes
         token = page.next_page_token
         if not token:
             break
-    return _json(orjson.dumps({"object": "list", "data": data}), request[REQUEST_ID])
+    return _json(request, orjson.dumps({"object": "list", "data": data}))
 
 
 async def retrieve_model(request: web.Request, metadata: Metadata) -> web.StreamResponse:
@@ -102,14 +108,14 @@ async def retrieve_model(request: web.Request, metadata: Metadata) -> web.Stream
     model = await _unary(request, GET_MODEL, models_pb2.GetModelRequest(name=name), metadata)
     assert isinstance(model, models_pb2.Model)
     started = int(request.app[CONFIG].started_at)
-    return _json(orjson.dumps(_model_json(model, started)), request[REQUEST_ID])
+    return _json(request, orjson.dumps(_model_json(model, started)))
 
 
 async def create_embeddings(request: web.Request, metadata: Metadata) -> web.StreamResponse:
     call = parse_embeddings(await read_object(request, request.app[CONFIG].max_body_bytes))
     reply = await _unary(request, EMBEDDINGS, call.request, metadata)
     assert isinstance(reply, rag_pb2.CreateEmbeddingsResponse)
-    return _json(embeddings_json(reply, call), request[REQUEST_ID])
+    return _json(request, embeddings_json(reply, call))
 
 
 def setup_routes(app: web.Application) -> None:

@@ -1,6 +1,9 @@
 """`POST /v1/chat/completions` with `stream: true`: ChatEvents from the core → SSE framed exactly as OpenAI frames
 it (role chunk, content/tool-call deltas, finish chunk, optional usage chunk with `choices: []`, `[DONE]`).
 
+The core's initial metadata (rate-limit headers) goes out with the response headers, before the first byte:
+the first chunk's, or the first heartbeat's. A refusal before the first byte is a plain HTTP error with them.
+
 This is the hot path. Every chunk of a stream shares id/created/model, so the JSON around the content is encoded
 once per request into byte templates; a content chunk costs one `orjson.dumps` of the text and two byte
 concatenations — no per-chunk dicts or models — and one `resp.write` per core event, flushed as it comes.
@@ -17,13 +20,13 @@ import orjson
 from aiohttp import web
 from forge.chat.v1 import chat_pb2
 
-from ..call_metadata import REQUEST_ID
-from ..invoke import InvokeError, Metadata
+from ..call_metadata import REQUEST_ID, forwarded_headers
+from ..invoke import InvokeError, Metadata, initial_metadata
 from ..keys import CONFIG, INVOKER
-from .errors import from_invoke, from_stream_error
+from .errors import OpenAIError, from_invoke, from_stream_error
 from .translate import FINISH_REASONS, ChatCall, usage_json
 
-__all__ = ["ChunkFrames", "stream_chat"]
+__all__ = ["ChunkFrames", "refused", "stream_chat"]
 
 STREAM = "/forge.chat.v1.ChatService/StreamChatCompletion"
 DONE = b"data: [DONE]\n\n"
@@ -92,8 +95,11 @@ class Heartbeat:
     fraction of a task. The pings run beside the handler rather than the handler waiting on a task of its own:
     the core call must be iterated by the handler's task (its deadline and request-id context live there)."""
 
-    def __init__(self, request: web.Request, resp: web.StreamResponse, interval: float) -> None:
+    def __init__(
+        self, request: web.Request, resp: web.StreamResponse, events: AsyncIterator[chat_pb2.ChatEvent], interval: float
+    ) -> None:
         self._request, self._resp, self._interval = request, resp, interval
+        self._events = events
         self._stopped = False
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -107,6 +113,10 @@ class Heartbeat:
     async def _run(self) -> None:
         try:
             while True:
+                if not self._resp.prepared:
+                    # Outside the lock, so stop() can cancel the wait. Admission (and its rate-limit headers)
+                    # precedes this by a whole interval; one more covers a core that sends none before a token.
+                    await _with_initial(self._resp, self._events, self._interval)
                 async with self._lock:
                     if self._stopped:
                         return
@@ -135,9 +145,30 @@ class Heartbeat:
             self._task.cancel()
 
 
-async def _open(request: web.Request, resp: web.StreamResponse, heartbeat: Heartbeat) -> None:
+async def _with_initial(
+    resp: web.StreamResponse, events: AsyncIterator[chat_pb2.ChatEvent], wait: float | None
+) -> None:
+    try:
+        initial = await asyncio.wait_for(initial_metadata(events), wait) if wait else await initial_metadata(events)
+    except TimeoutError:
+        return
+    if not resp.prepared:
+        resp.headers.update(forwarded_headers(initial))
+
+
+def refused(err: InvokeError, field_prefix: str = "") -> OpenAIError:
+    """OpenAI's error for a core failure, with the core's headers (a 429's `x-ratelimit-*`)."""
+    error = from_invoke(err, field_prefix)
+    error.headers.update(forwarded_headers(err.trailing))
+    return error
+
+
+async def _open(
+    request: web.Request, resp: web.StreamResponse, heartbeat: Heartbeat, events: AsyncIterator[chat_pb2.ChatEvent]
+) -> None:
     await heartbeat.stop()
     if not resp.prepared:
+        await _with_initial(resp, events, None)  # known by now: the first event arrived
         await resp.prepare(request)
 
 
@@ -151,18 +182,18 @@ async def stream_chat(
         AsyncIterator[chat_pb2.ChatEvent],
         request.app[INVOKER].stream(STREAM, chat_pb2.StreamChatCompletionRequest(chat=call.chat), metadata, timeout),
     )
-    heartbeat = Heartbeat(request, resp, request.app[CONFIG].sse_heartbeat_s)
+    heartbeat = Heartbeat(request, resp, events, request.app[CONFIG].sse_heartbeat_s)
     try:
         try:
             first = await anext(events, None)
         except InvokeError as err:
-            error = from_invoke(err, "chat.")
+            error = refused(err, "chat.")
             await heartbeat.stop()
             if not resp.prepared:
                 return error.response(rid)  # nothing sent yet: a plain HTTP error the SDK can type
             await resp.write_eof(error.sse())
             return resp
-        await _open(request, resp, heartbeat)
+        await _open(request, resp, heartbeat, events)
         if first is None:  # the core always ends with a finish event; an empty stream still ends as OpenAI's do
             await resp.write_eof(frames.role + frames.finish("stop", None))
         else:

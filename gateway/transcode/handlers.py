@@ -12,7 +12,7 @@ import grpc
 import orjson
 from aiohttp import web
 
-from ..call_metadata import REQUEST_ID, UPSTREAM_MS, call_metadata, call_timeout
+from ..call_metadata import REQUEST_ID, ROUTE_TRAILERS, call_metadata, call_timeout, forwarded_headers
 from ..errors import error_reason, error_response
 from ..invoke import InvokeError, Invoker
 from ..keys import CONFIG, INVOKER
@@ -27,8 +27,6 @@ log = logging.getLogger("forge.edge")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-# Trailing metadata the core sets that clients see as response headers (which route answered).
-_PASSED_TRAILERS = frozenset({"x-forge-provider", "x-forge-model", UPSTREAM_MS})
 # Edge-side failures whose HTTP status is not the gRPC code's usual one.
 _STATUS_BY_REASON = {"PAYLOAD_TOO_LARGE": 413, "METHOD_NOT_ALLOWED": 405}
 _VARIABLE = re.compile(r"\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\}")
@@ -72,8 +70,9 @@ def _unary(binding: Binding, invoker: Invoker) -> Handler:
             return http_error(err, headers)
         except Exception as exc:  # a bug, not the client's fault: a JSON 500, never a stack trace
             return http_error(internal_error(exc, headers["x-request-id"]), headers)
+        headers.update(forwarded_headers(result.initial, result.trailing))
         for key, value in result.trailing:
-            if key in _PASSED_TRAILERS:
+            if key in ROUTE_TRAILERS:
                 headers[key] = value
         return web.Response(body=body, content_type="application/json", headers=headers)
 

@@ -2,6 +2,9 @@
 client accepts `text/event-stream`. Each message is written as it arrives; aiohttp hands it to the socket at
 once (no buffering beyond the kernel's).
 
+Headers: the core's initial metadata (rate-limit state) goes out with the response headers, before the first
+byte — the first message's, or the first heartbeat's.
+
 Errors: before the first byte, a normal HTTP error response; after it, one final in-band line or `event: error`
 with the same `{"detail", "code", "error"}` body. A client that leaves cancels the handler (aiohttp's
 `handler_cancellation`), which closes the invoker's stream and through it the core call and the upstream.
@@ -19,8 +22,9 @@ import orjson
 from aiohttp import web
 from google.protobuf.message import Message
 
+from ..call_metadata import forwarded_headers
 from ..errors import error_json
-from ..invoke import InvokeError
+from ..invoke import InvokeError, initial_metadata
 from .encode import Encoder
 
 __all__ = ["internal_error", "stream_messages"]
@@ -44,10 +48,13 @@ class _Heartbeat:
     message is late does a small task start writing pings. `stop()` never cancels that task mid-write (a half
     written response could not be continued): it waits for the write to finish."""
 
-    __slots__ = ("_interval", "_request", "_response", "_stopping", "_task", "_timer", "_writing")
+    __slots__ = ("_interval", "_request", "_response", "_source", "_stopping", "_task", "_timer", "_writing")
 
-    def __init__(self, request: web.Request, response: web.StreamResponse, interval: float) -> None:
+    def __init__(
+        self, request: web.Request, response: web.StreamResponse, source: AsyncIterator[Message], interval: float
+    ) -> None:
         self._request, self._response, self._interval = request, response, interval
+        self._source = source
         self._task: asyncio.Task[None] | None = None
         self._writing = self._stopping = False
         self._timer = asyncio.get_running_loop().call_later(interval, self._start)
@@ -57,6 +64,10 @@ class _Heartbeat:
 
     async def _run(self) -> None:
         while True:  # stop() cancels this task before its first step, or lets the write finish
+            if not self._response.prepared:
+                # Admission (and with it the rate-limit headers) precedes the first ping by a whole interval;
+                # waiting at most one more covers a core that sends no initial metadata before its first message.
+                await _with_initial(self._response, self._source, self._interval)
             self._writing = True
             try:
                 if not self._response.prepared:
@@ -98,6 +109,15 @@ class _Framing:
 _NDJSON, _SSE = _Framing(sse=False), _Framing(sse=True)
 
 
+async def _with_initial(response: web.StreamResponse, source: AsyncIterator[Message], wait: float | None) -> None:
+    """Adds the core's initial metadata to the headers of a response not yet prepared."""
+    try:
+        initial = await asyncio.wait_for(initial_metadata(source), wait) if wait else await initial_metadata(source)
+    except TimeoutError:
+        return
+    response.headers.update(forwarded_headers(initial))
+
+
 async def _aclose(source: AsyncIterator[Message]) -> None:
     closer: Callable[[], Any] | None = getattr(source, "aclose", None)
     if closer is not None:
@@ -123,7 +143,7 @@ async def stream_messages(
     try:
         first: Message | None = None
         failure: Exception | None = None
-        heartbeat = _Heartbeat(request, response, heartbeat_s) if sse and heartbeat_s > 0 else None
+        heartbeat = _Heartbeat(request, response, source, heartbeat_s) if sse and heartbeat_s > 0 else None
         try:
             first = await anext(source)
         except StopAsyncIteration:
@@ -140,6 +160,7 @@ async def stream_messages(
             await response.write(framing.error(err))  # heartbeats already went out
         else:
             if not response.prepared:
+                await _with_initial(response, source, None)  # known by now: the first message arrived
                 await response.prepare(request)
             if first is not None:
                 try:
