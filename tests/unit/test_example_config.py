@@ -16,3 +16,14 @@ def test_example_config_loads() -> None:
     assert {"gpt-4o-mini", "deepseek-chat", "gemini-flash"} <= names
     assert cfg.providers.default_model == "gpt-4o-mini"
     assert cfg.grpc.shutdown_grace_s == 10
+
+
+def test_example_config_sections() -> None:
+    env = {"OPENAI_API_KEY": "a", "DEEPSEEK_API_KEY": "b", "GEMINI_API_KEY": "c"}
+    cfg = load_config(EXAMPLE, env=env)
+    assert cfg.router.num_retries == 2
+    assert cfg.limits.anonymous.rpm == 100
+    assert cfg.limits.anonymous_without_auth is True
+    assert cfg.limits.cache.enabled is True
+    assert cfg.usage.token_quota == 5_000_000
+    assert cfg.auth.enabled is False
