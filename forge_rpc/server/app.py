@@ -226,6 +226,7 @@ _READY = {
     "forge.chat.v1.ChatService",
     "forge.models.v1.ModelsService",
     "forge.routing.v1.RoutingService",
+    "forge.training.v1.TrainingService",
 }
 
 

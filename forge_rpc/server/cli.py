@@ -10,6 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .client_jobs import add_job_commands
+
 __all__ = ["main"]
 
 DEFAULT_ADDRESS = "localhost:50051"
@@ -58,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     rm.add_argument("name")
 
     client("health", "show the server's health per service")
+    add_job_commands(client("jobs", "create, list, watch, cancel, pause or resume fine-tuning jobs"))
     return p
 
 

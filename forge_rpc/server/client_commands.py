@@ -1,17 +1,17 @@
-"""`forge chat | models | health`: thin gRPC clients with terminal output (streamed tokens, progress bars)."""
+"""`forge chat | models | health | jobs`: thin gRPC clients with terminal output (streamed tokens, progress bars)."""
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import time
 
 import grpc
 from forge.chat.v1 import chat_pb2, chat_pb2_grpc
 from forge.models.v1 import models_pb2, models_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from .client_jobs import run_jobs
+from .client_progress import ProgressBar
 from .services import SERVICES
 
 __all__ = ["run_client_command"]
@@ -24,6 +24,8 @@ async def run_client_command(args: argparse.Namespace) -> int:
                 return await _chat(channel, args)
             if args.command == "models":
                 return await _models(channel, args)
+            if args.command == "jobs":
+                return await run_jobs(channel, args)
             return await _health(channel)
         except grpc.aio.AioRpcError as err:
             print(f"forge: {err.code().name}: {err.details()}", file=sys.stderr)
@@ -97,31 +99,3 @@ async def _health(channel: grpc.aio.Channel) -> int:
         if name == "" and reply.status != health_pb2.HealthCheckResponse.SERVING:
             worst = 1
     return worst
-
-
-class ProgressBar:
-    """A one-line terminal progress bar (stderr), redrawn at most 10 times a second."""
-
-    def __init__(self) -> None:
-        self._last = 0.0
-        self._tty = sys.stderr.isatty()
-
-    def show(self, status: str, completed: int, total: int) -> None:
-        now = time.monotonic()
-        if self._tty and now - self._last < 0.1 and completed < total:
-            return
-        self._last = now
-        width = max(10, min(40, shutil.get_terminal_size().columns - 50))
-        if total:
-            filled = int(width * completed / total)
-            line = f"{status[:28]:<28} [{'#' * filled}{'.' * (width - filled)}] {completed * 100 // total:3d}%"
-        else:
-            line = status
-        if self._tty:
-            sys.stderr.write("\r\033[K" + line)
-        else:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-
-    def close(self, message: str) -> None:
-        sys.stderr.write(("\r\033[K" if self._tty else "") + message + "\n")

@@ -64,20 +64,14 @@ async def test_health_per_service(channel: grpc.aio.Channel) -> None:
     assert await health_of(channel, "") == SERVING
     assert await health_of(channel, "forge.chat.v1.ChatService") == SERVING
     assert await health_of(channel, "forge.models.v1.ModelsService") == SERVING
-    assert await health_of(channel, "forge.training.v1.TrainingService") == NOT_SERVING
+    assert await health_of(channel, "forge.training.v1.TrainingService") == SERVING
 
 
 async def test_unimplemented_rpc_says_so_clearly(channel: grpc.aio.Channel) -> None:
+    # DeployJob (GGUF conversion into Ollama) is designed in the contract, not built yet.
     stub = training_pb2_grpc.TrainingServiceStub(channel)
-    method = next(iter(training_pb2.DESCRIPTOR.services_by_name["TrainingService"].methods))
-    call = getattr(stub, method.name)
-    request_type = getattr(training_pb2, method.input_type.name)
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        if method.server_streaming:
-            async for _ in call(request_type()):
-                pass
-        else:
-            await call(request_type())
+        await stub.DeployJob(training_pb2.DeployJobRequest(job_id="job_x"))
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert "issue #6" in (info.value.details() or "")
     assert reason(info.value) == "UNIMPLEMENTED"

@@ -3,6 +3,7 @@ one-row-per-request rule, one default model, append-only job events."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -164,18 +165,18 @@ async def test_at_most_one_default_model(pool: Pool) -> None:
 
 async def test_job_events_are_append_only_and_go_with_their_job(pool: Pool) -> None:
     async with pool.connection() as conn:
-        row = await (await conn.execute("INSERT INTO jobs (kind) VALUES ('training') RETURNING id")).fetchone()
-        assert row is not None
-        job = row[0]
+        job = f"job_schema_{uuid.uuid4().hex[:8]}"
+        await conn.execute("INSERT INTO jobs (id, queue, kind) VALUES (%s, 'training', 'fine_tune')", [job])
         await conn.execute(
-            "INSERT INTO job_events (job_id, type, data) VALUES (%s, 'progress', %s)", [job, Jsonb({"pct": 10})]
+            "INSERT INTO job_events (job_id, seq, type, state, data) VALUES (%s, 1, 'progress', 'queued', %s)",
+            [job, Jsonb({"pct": 10})],
         )
         await conn.commit()
         with pytest.raises(psycopg.errors.FeatureNotSupported, match="append-only"):
             await conn.execute("UPDATE job_events SET data = '{}' WHERE job_id = %s", [job])
         await conn.rollback()
         with pytest.raises(psycopg.errors.CheckViolation):
-            await conn.execute("UPDATE jobs SET state = 'running' WHERE id = %s", [job])  # no lease
+            await conn.execute("UPDATE jobs SET state = 'training' WHERE id = %s", [job])  # no lease
         await conn.rollback()
         await conn.execute("DELETE FROM jobs WHERE id = %s", [job])
         cur = await conn.execute("SELECT count(*) FROM job_events WHERE job_id = %s", [job])
