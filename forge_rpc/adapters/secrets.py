@@ -11,18 +11,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import hashlib
 import logging
 import os
 import stat
-import tempfile
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from .key_file import write_once
 
 __all__ = ["KEY_FILE", "SecretBox", "SecretError", "ServerKey"]
 
@@ -86,25 +86,8 @@ def _read_key_file(path: Path) -> bytes:
 
 
 def _load_or_create(path: Path) -> bytes:
-    if path.exists():
-        return _read_key_file(path)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    # Written under a temporary name (mkstemp creates it 0600) and linked into place: link() fails when another
-    # process got there first, and then both use the winner's key. Nobody reads a half-written file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".secret.key.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(base64.urlsafe_b64encode(os.urandom(32)) + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)
-            log.info("generated a server key in %s (set FORGE_SECRET_KEY to share one between replicas)", path)
-        except FileExistsError:
-            pass
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    if not path.exists() and write_once(path, base64.urlsafe_b64encode(os.urandom(32)) + b"\n"):
+        log.info("generated a server key in %s (set FORGE_SECRET_KEY to share one between replicas)", path)
     return _read_key_file(path)
 
 

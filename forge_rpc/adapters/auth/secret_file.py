@@ -4,13 +4,12 @@ owner only (0600), and shared safely by processes starting together on one data 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import secrets
 import stat
-import tempfile
 from pathlib import Path
+
+from ..key_file import write_once
 
 __all__ = ["load_or_create_secret"]
 
@@ -30,25 +29,8 @@ def _read(path: Path) -> str:
 
 
 def _load_or_create(path: Path) -> str:
-    if path.exists():
-        return _read(path)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    # Written under a temporary name (mkstemp creates it 0600) and linked into place: link() fails if another
-    # process got there first, and then both use the winner's key. Nobody ever reads a half-written file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".jwt_secret.")
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(secrets.token_urlsafe(48))
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)
-            log.info("generated a JWT signing key in %s (set FORGE_JWT_SECRET to share one between replicas)", path)
-        except FileExistsError:
-            pass
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    if not path.exists() and write_once(path, secrets.token_urlsafe(48).encode("ascii")):
+        log.info("generated a JWT signing key in %s (set FORGE_JWT_SECRET to share one between replicas)", path)
     return _read(path)
 
 

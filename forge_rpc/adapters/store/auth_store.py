@@ -14,17 +14,15 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
 
 from ...domain import FailedPrecondition
 from ...domain.auth_errors import AlreadyExists
+from .bound import BoundStore
 
 __all__ = ["AuthStore", "Bound", "Rotation", "RotationOutcome", "UserRow", "new_id"]
 
-Pool = AsyncConnectionPool[AsyncConnection[Any]]
 
 # Registrations take this transaction-level lock: "no other account uses this name as username or email" and
 # "this is the first account" are checks over the whole table that unique indexes cannot express.
@@ -71,20 +69,8 @@ def new_id(kind: str) -> str:
     return f"{kind}_{secrets.token_hex(10)}"
 
 
-class Bound:
-    """A store whose pool is bound once storage has started (after the servicers were built)."""
-
-    def __init__(self, pool: Pool | None = None) -> None:
-        self._bound = pool
-
-    def bind(self, pool: Pool) -> None:
-        self._bound = pool
-
-    @property
-    def _pool(self) -> Pool:
-        if self._bound is None:
-            raise FailedPrecondition("user storage is not started yet", "STORAGE_NOT_READY")
-        return self._bound
+class Bound(BoundStore):
+    what = "user storage"
 
 
 class AuthStore(Bound):

@@ -14,9 +14,8 @@ from typing import Any, Final, LiteralString
 
 from psycopg import AsyncConnection
 from psycopg.rows import class_row
-from psycopg_pool import AsyncConnectionPool
 
-from ...domain import FailedPrecondition
+from .bound import BoundStore
 
 __all__ = [
     "Changes",
@@ -26,7 +25,6 @@ __all__ = [
     "SyncResult",
 ]
 
-Pool = AsyncConnectionPool[AsyncConnection[Any]]
 
 # Serialises the writes that touch several rows (moving the default, a sync): two callers each clearing the old
 # default and setting a different new one would otherwise both pass the clear and one would hit the one-default
@@ -131,19 +129,8 @@ class _NothingWritten(Exception):
     pass
 
 
-class ModelRepositoryStore:
-    def __init__(self, pool: Pool | None = None) -> None:
-        self._bound = pool
-
-    def bind(self, pool: Pool) -> None:
-        """Sets the pool once storage is up (the servicers are built before it exists)."""
-        self._bound = pool
-
-    @property
-    def _pool(self) -> Pool:
-        if self._bound is None:
-            raise FailedPrecondition("the model repository's storage is not started yet", "STORAGE_NOT_READY")
-        return self._bound
+class ModelRepositoryStore(BoundStore):
+    what = "the model repository's storage"
 
     async def all(self) -> list[RepositoryRow]:
         async with self._pool.connection() as conn, conn.cursor(row_factory=class_row(RepositoryRow)) as cur:

@@ -12,17 +12,15 @@ from datetime import datetime
 from typing import Any, LiteralString
 
 import psycopg
-from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
 
 from ...domain import ErrorCode, FailedPrecondition, ForgeError
 from ...domain.routing_rules import RouteTarget, RoutingRule, TaskType
+from .bound import BoundStore
 
 __all__ = ["RoutingStore", "SealedKey", "TrafficStats"]
 
-Pool = AsyncConnectionPool[AsyncConnection[Any]]
 
 # A generated id can collide with one a caller chose ("rule-7"); the next number is then tried.
 _ID_ATTEMPTS = 5
@@ -85,19 +83,8 @@ def _values(rule: RoutingRule) -> dict[str, Any]:
     }
 
 
-class RoutingStore:
-    def __init__(self, pool: Pool | None = None) -> None:
-        self._bound = pool
-
-    def bind(self, pool: Pool) -> None:
-        """Sets the pool when it did not exist at construction (storage starts after the servicers are built)."""
-        self._bound = pool
-
-    @property
-    def _pool(self) -> Pool:
-        if self._bound is None:
-            raise FailedPrecondition("routing storage is not started yet", "STORAGE_NOT_READY")
-        return self._bound
+class RoutingStore(BoundStore):
+    what = "routing storage"
 
     # -- rules -----------------------------------------------------------------------------------------------
     async def list_rules(self) -> list[RoutingRule]:
