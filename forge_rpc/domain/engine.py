@@ -86,16 +86,9 @@ class ChatStream:
                     if delta is not None:
                         yield delta
                 async for event in self._source:
-                    if isinstance(event, TextDelta):
-                        self.usage.completion_tokens += event.chunks
-                        self._parts.append(event.text)
-                        yield event
-                    elif isinstance(event, ToolCallDelta):
-                        yield event
-                    elif isinstance(event, UsageReport):
-                        self._reported = event
-                    else:
-                        self.finish = event.reason
+                    delta = self._absorb(event)
+                    if delta is not None:
+                        yield delta
             finally:
                 # A consumer that closes this iterator without cancelling its task must still close the
                 # provider's stream now (and with it the upstream request), not whenever the GC gets to it.
