@@ -12,6 +12,7 @@ from aiohttp import web
 from .keys import CONFIG
 
 __all__ = [
+    "INITIAL_WAIT_S",
     "REQUEST_ID",
     "ROUTE_TRAILERS",
     "TRAILING",
@@ -32,8 +33,14 @@ _PASSED = ("authorization", "x-api-key", "user-agent")
 ROUTE_TRAILERS = frozenset({"x-forge-provider", "x-forge-model", UPSTREAM_MS})
 # Core metadata (initial, or trailing on unary answers and errors) sent on as HTTP headers: rate-limit state,
 # which deployment served and after how many attempts, and whether the response cache answered.
-_FORWARDED = frozenset({"x-forge-deployment", "x-forge-attempts", "x-forge-cache"})
+_FORWARDED = frozenset({"x-forge-deployment", "x-forge-attempts", "x-forge-cache", "x-forge-route-rule"})
 _RATE_LIMIT = "x-ratelimit-"
+
+
+INITIAL_WAIT_S = 2.0
+"""Longest a first heartbeat waits for a stream's initial metadata. The core sends it with the first message, or
+about a second after admission (its prefill grace) when it has headers to send, so with the usual interval (15 s)
+they are there when the first ping goes; a stream without any is pinged at most this much later."""
 
 
 def forwarded_headers(*metadata: Iterable[tuple[str, str]]) -> dict[str, str]:

@@ -22,6 +22,14 @@ if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/sbin/redis-server ] 
   $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true
 fi
 
+# The optional runtimes the real-trainer and Ray-runner tests drive (forge never imports either).
+source deploy/optional.sh
+step "trainer and Ray runtimes"
+ensure_train_env
+ensure_ray
+export FORGE_TEST_TRAIN_PYTHON="${FORGE_TEST_TRAIN_PYTHON:-$FORGE_ROOT/.tools/train/bin/python}"
+export FORGE_TEST_RAY="${FORGE_TEST_RAY:-$FORGE_ROOT/.tools/ray/bin/ray}"
+
 mkdir -p .tools
 step "generated code is up to date"
 uv run --frozen python clients/python/generate.py --check --descriptor-set .tools/forge.binpb

@@ -261,12 +261,13 @@ def build(config: ForgeConfig, *, local: LocalLlamaProvider | None = None) -> Fo
             SystemHealthServicer(monitor, config.version, started_at, config.status_watch_interval_s)
         ],
     }
-    # Order matters for policies: authentication runs before limits (which key on the caller).
+    # Order matters for policies: routing rules pick a chat's model first (auth checks a key's allowed models
+    # and limits count per model), and authentication runs before limits (which key on the caller).
     components = [
+        routing_component(core, breakers=breaker_board(core)),
         auth_component(core),
         limits_component(core, cache),
         models_component(core),
-        routing_component(core, breakers=breaker_board(core)),
         resilience_component(core),
         training_component(core),
     ]

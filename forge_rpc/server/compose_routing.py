@@ -2,7 +2,9 @@
 health, routing rules, routed task execution, provider keys, and configuration get/reload.
 
 Circuit breakers live in the engine (the resilience component); hand their board in as `breakers` so the
-health views, ResolveRoute and ExecuteTask see them. ListCircuitBreakers and ResetCircuitBreaker are not here.
+health views, ResolveRoute, ExecuteTask and rule-routed chat see them. Its policy (chat_rules_policy.py) must run
+first in the pipeline: it picks the model the later policies check. ListCircuitBreakers and ResetCircuitBreaker
+are not here.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ..services.route_planner import RoutePlanner
 from ..services.routing import TaskRoutingServicer
 from ..services.routing_rules import RoutingRulesServicer
 from ..services.rule_book import RuleBook
+from .chat_rules_policy import ChatRulesPolicy
 from .component import Component, Core, Resources
 from .config import RoutingConfig
 from .config_control import ConfigControl, configured_with_sources
@@ -72,11 +75,12 @@ def routing_component(core: Core, breakers: BreakerBoard | None = None) -> Compo
     def on_routing(routing: RoutingConfig) -> None:
         book.refresh_every_s = routing.rule_cache_ttl_s
 
+    planner = RoutePlanner(core.directory, book, breakers)
     servicers: list[object] = [
         ProviderViewsServicer(core.directory, core.monitor, breakers),
         detailed,
         RoutingRulesServicer(store, book, core.directory),
-        TaskRoutingServicer(RoutePlanner(core.directory, book, breakers), core.engine, core.directory, core.ledger),
+        TaskRoutingServicer(planner, core.engine, core.directory, core.ledger),
         ProviderKeysServicer(core.directory, vault),
         ConfigServicer(ConfigControl(core, on_routing)),
     ]
@@ -97,4 +101,10 @@ def routing_component(core: Core, breakers: BreakerBoard | None = None) -> Compo
                 await task
         tasks.clear()
 
-    return Component("routing", {"forge.routing.v1.RoutingService": servicers}, start=start, stop=stop)
+    return Component(
+        "routing",
+        {"forge.routing.v1.RoutingService": servicers},
+        policies=(ChatRulesPolicy(planner),),
+        start=start,
+        stop=stop,
+    )

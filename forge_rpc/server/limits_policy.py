@@ -75,6 +75,9 @@ class LimitsPolicy:
         self._prices = prices
         self._resolve = resolve
         self._model_rates: dict[str, tuple[str, Rates] | None] = {}
+        # Nothing limits a caller without a user or key (every caller while auth is off, the default install):
+        # such calls skip the policy before any work.
+        self._strangers_free = self._rules.anonymous == Rates() and not self._rules.models
 
     def _rates_of(self, model: str) -> tuple[str, Rates] | None:
         if not self._rules.models or not model:
@@ -91,6 +94,8 @@ class LimitsPolicy:
         if call.full_name in self._exempt:
             return None
         who = principal.get()
+        if self._strangers_free and not who.user_id and not who.api_key_id:
+            return None
         need = need_of(call.full_name, request, self._default_completion)
         demand, rates = Demand(), None
         priced = ""

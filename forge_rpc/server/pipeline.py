@@ -34,6 +34,9 @@ from .policy import CallInfo, Policy, Release
 __all__ = ["StreamHandler", "UnaryHandler", "wrap_stream", "wrap_unary"]
 
 access_log = logging.getLogger("forge.access")
+
+PREFILL_HEADERS_S = 1.0
+"""How long a stream's admission headers wait for its first message before they leave without it."""
 log = logging.getLogger("forge.rpc")
 
 UnaryHandler = Callable[[Any, CallContext], Awaitable[Any]]
@@ -60,11 +63,54 @@ async def _admit(policies: Sequence[Policy], call: CallInfo, request: Any, conte
     except BaseException:
         await _release(releases, "ABORTED")
         raise
+    # A unary answer's headers leave now. A stream's wait for its first message (see _StreamHeaders): by then the
+    # servicer knows more (which deployment answers), and the upstream request is not held up by a send.
     headers = response_headers.get()
-    # Streams always send theirs now, even empty: the edge writes nothing (not even an SSE heartbeat) before it.
-    if headers or call.server_streaming:
+    if headers and not call.server_streaming:
         await context.send_initial_metadata(tuple(headers))
     return releases
+
+
+class _StreamHeaders:
+    """A stream's initial metadata: sent just before its first message with whatever the policies and the servicer
+    added by then, or — when admission added headers (rate limits) and no message came within PREFILL_HEADERS_S —
+    on its own, so a client (the edge's heartbeat) is not left without them through a long prefill.
+
+    A timer, not a task, until it fires: nearly every stream's first message comes well before it."""
+
+    __slots__ = ("_context", "_headers", "_sending", "_timer", "sent")
+
+    def __init__(self, context: CallContext, headers: list[tuple[str, str]]) -> None:
+        self._context, self._headers = context, headers
+        self.sent = False
+        self._sending: asyncio.Task[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(PREFILL_HEADERS_S, self._fire) if headers else None
+
+    def _fire(self) -> None:
+        self._timer = None
+        if not self.sent:
+            self.sent = True
+            self._sending = asyncio.create_task(self._context.send_initial_metadata(tuple(self._headers)))
+
+    async def flush(self) -> None:
+        """Before the first message (or the end of a stream that had none)."""
+        self.cancel()
+        if self._sending is not None:
+            await self._sending
+        elif not self.sent:
+            self.sent = True
+            if self._headers:  # none: gRPC sends empty initial metadata with the message itself, no extra op
+                await self._context.send_initial_metadata(tuple(self._headers))
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def close(self) -> None:
+        self.cancel()
+        if self._sending is not None and not self._sending.done():
+            self._sending.cancel()
 
 
 async def _release(releases: list[Release], code: str) -> None:
@@ -148,11 +194,17 @@ def wrap_stream(
         releases: list[Release] = []
         inflight.requests += counted
         inflight.streams += counted
+        headers: _StreamHeaders | None = None
         try:
             if policies:
                 releases = await _admit(policies, call, request, context)
+            headers = _StreamHeaders(context, response_headers.get())
             async for message in fn(request, context):
+                if not headers.sent:
+                    await headers.flush()
                 yield message
+            if not headers.sent:
+                await headers.flush()
             context.set_trailing_metadata(tuple(trailing.get()))
         except ForgeError as err:
             code = err.code.name
@@ -164,6 +216,8 @@ def wrap_stream(
             code = "INTERNAL"
             await _fail(context, _internal(method, exc, rid), rid)
         finally:
+            if headers is not None:
+                headers.close()
             inflight.requests -= counted
             inflight.streams -= counted
             if releases:

@@ -29,7 +29,7 @@ from ..domain.ledger import Operation, UsageSink, UsageStatus
 from ..domain.response_cache import ResponseCache
 from .chat_convert import FINISH, chat_params, completion_message, served_model, usage_message
 from .chat_replay import CACHE_PROVIDER, answer_of_result, answer_of_stream, cached_completion, hit_usage, replay
-from .context import CallContext, add_trailing, request_id
+from .context import CallContext, add_response_header, add_trailing, request_id
 from .usage_recording import Generation
 
 __all__ = ["ChatServicer"]
@@ -120,8 +120,11 @@ class ChatServicer:
             # Validation and routing fail here, before any byte: a plain error status (and a failed row).
             stream = await self._engine.open_stream(params, context.time_remaining())
             gen.model, gen.provider = served_model(stream.route), stream.provider
-            # Trailers: the initial metadata (rate limits) left at admission, before the route was chosen.
-            add_trailing(("x-forge-deployment", stream.deployment_id), ("x-forge-attempts", str(stream.attempts)))
+            served = (("x-forge-deployment", stream.deployment_id), ("x-forge-attempts", str(stream.attempts)))
+            # In the initial metadata (the HTTP headers on the edge) when the first event comes within the
+            # pipeline's prefill grace, as it nearly always does; in the trailers always.
+            add_response_header(*served)
+            add_trailing(*served)
             pieces: list[str | ToolCallDelta] = []
             Event, Delta = chat_pb2.ChatEvent, chat_pb2.ContentDelta
             seq = 0

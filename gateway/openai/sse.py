@@ -20,7 +20,7 @@ import orjson
 from aiohttp import web
 from forge.chat.v1 import chat_pb2
 
-from ..call_metadata import REQUEST_ID, forwarded_headers
+from ..call_metadata import INITIAL_WAIT_S, REQUEST_ID, forwarded_headers
 from ..invoke import InvokeError, Metadata, initial_metadata
 from ..keys import CONFIG, INVOKER
 from .errors import OpenAIError, from_invoke, from_stream_error
@@ -114,9 +114,9 @@ class Heartbeat:
         try:
             while True:
                 if not self._resp.prepared:
-                    # Outside the lock, so stop() can cancel the wait. Admission (and its rate-limit headers)
-                    # precedes this by a whole interval; one more covers a core that sends none before a token.
-                    await _with_initial(self._resp, self._events, self._interval)
+                    # Outside the lock, so stop() can cancel the wait. The core sends a stream's headers with its
+                    # first message, or about a second after admission without one (see INITIAL_WAIT_S).
+                    await _with_initial(self._resp, self._events, min(self._interval, INITIAL_WAIT_S))
                 async with self._lock:
                     if self._stopped:
                         return

@@ -22,7 +22,7 @@ import orjson
 from aiohttp import web
 from google.protobuf.message import Message
 
-from ..call_metadata import forwarded_headers
+from ..call_metadata import INITIAL_WAIT_S, forwarded_headers
 from ..errors import error_json
 from ..invoke import InvokeError, initial_metadata
 from .encode import Encoder
@@ -65,9 +65,9 @@ class _Heartbeat:
     async def _run(self) -> None:
         while True:  # stop() cancels this task before its first step, or lets the write finish
             if not self._response.prepared:
-                # Admission (and with it the rate-limit headers) precedes the first ping by a whole interval;
-                # waiting at most one more covers a core that sends no initial metadata before its first message.
-                await _with_initial(self._response, self._source, self._interval)
+                # The core sends a stream's headers with its first message, or about a second after admission
+                # without one (see INITIAL_WAIT_S).
+                await _with_initial(self._response, self._source, min(self._interval, INITIAL_WAIT_S))
             self._writing = True
             try:
                 if not self._response.prepared:

@@ -18,7 +18,7 @@ from forge_rpc.domain import ForgeError
 from forge_rpc.domain.identity import Principal, Role
 from forge_rpc.server.compose_engine import build_engine
 from forge_rpc.services.chat import ChatServicer
-from forge_rpc.services.context import CallUsage, call_usage, principal, request_id, trailing
+from forge_rpc.services.context import CallUsage, call_usage, principal, request_id, response_headers, trailing
 from tests.fakes import FakeUpstream, fake_model
 from tests.limits.conftest import call_context, limited
 
@@ -68,6 +68,7 @@ def begin() -> tuple[str, CallUsage]:
     rid = uuid.uuid4().hex
     request_id.set(rid)
     trailing.set([])
+    response_headers.set([])
     usage = CallUsage()
     call_usage.set(usage)
     principal.set(WHO)

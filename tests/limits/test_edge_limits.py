@@ -13,6 +13,7 @@ import pytest
 
 from forge_rpc.domain.limits import Rates
 from forge_rpc.server.config import ForgeConfig
+from forge_rpc.server.pipeline import PREFILL_HEADERS_S
 from forge_rpc.testing import running_forge
 from gateway.keys import EdgeConfig
 from tests.fakes import FakeUpstream, fake_model
@@ -97,8 +98,11 @@ async def test_openai_stream_headers_arrive_before_the_first_byte(fake: FakeUpst
 async def test_a_heartbeat_before_the_first_token_carries_the_headers(
     fake: FakeUpstream, split: bool, path: str
 ) -> None:
-    async with edge(limited(fake, anonymous=Rates(rpm=5)), split, heartbeat_s=0.05) as http:
-        model = fake_model("fake/gpt-fake", tokens=2, ttft_ms=400)
+    # The first ping comes after the core's prefill grace (PREFILL_HEADERS_S), which sent the headers without
+    # waiting for a token, and before the first token.
+    heartbeat_s = PREFILL_HEADERS_S + 0.2
+    async with edge(limited(fake, anonymous=Rates(rpm=5)), split, heartbeat_s=heartbeat_s) as http:
+        model = fake_model("fake/gpt-fake", tokens=2, ttft_ms=int(1000 * heartbeat_s) + 600)
         body = {"model": model, "messages": USER, **({"stream": True} if path.startswith("/v1") else {})}
         headers = {"accept": "text/event-stream"}
         async with http.post(path, json=body, headers=headers) as resp:

@@ -1,8 +1,10 @@
 """Every answer says which deployment served it and in how many attempts: on ChatResult and ChatStream (the
-engine, built by the production builder against the fake upstream), and as gRPC trailing metadata."""
+engine, built by the production builder against the fake upstream), as gRPC initial and trailing metadata, and as
+HTTP headers on the edge — streamed answers included, whose headers leave with their first byte."""
 
 from __future__ import annotations
 
+import aiohttp
 import grpc
 import pytest
 from forge.chat.v1 import chat_pb2, chat_pb2_grpc
@@ -93,12 +95,32 @@ async def test_trailing_metadata_names_the_deployment_and_the_attempts(fake: Fak
     assert (trailing["x-forge-deployment"], trailing["x-forge-attempts"]) == ("duo-0", "3")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs add_response_header in services/chat.py and response headers sent before the first message by "
-    "server/pipeline.py (see the resilience report)",
-)
 async def test_a_stream_names_its_deployment_before_its_first_message(fake: FakeUpstream) -> None:
     # Initial metadata is what the edge turns into HTTP headers ahead of the first SSE byte.
     initial, _ = await served_metadata(fake, stream=True)
     assert (initial["x-forge-deployment"], initial["x-forge-attempts"]) == ("duo-0", "3")
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["local", "split"])
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", {"model": "duo", "stream": True}),
+        ("/v1/chat/completions", {"model": "duo"}),
+        ("/api/v1/chat/completions:stream", {"model": "duo"}),
+    ],
+    ids=["openai-sse", "openai-unary", "rest-ndjson"],
+)
+async def test_http_answers_name_the_deployment_in_their_headers(
+    fake: FakeUpstream, split: bool, path: str, body: dict[str, object]
+) -> None:
+    await fake.reset()
+    config = group_config(fake, deployments(fake), ROUTER)
+    async with (
+        running_forge(config, split=split) as app,
+        aiohttp.ClientSession(base_url=f"http://127.0.0.1:{app.http_port}") as http,
+        http.post(path, json={**body, "messages": [{"role": "user", "content": "hello"}]}) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+        assert (resp.headers["x-forge-deployment"], resp.headers["x-forge-attempts"]) == ("duo-0", "3")
+        assert b"tok2" in await resp.read()
