@@ -1,4 +1,5 @@
-"""Validating a trained job from the numbers its trainer measured: the pass rule and the markdown report.
+"""Validating a trained job from the numbers its trainer measured (on the job's held-out split, or re-evaluated on
+another file): the pass rule and the markdown report.
 
 Perplexity is exp(mean NLL per predicted token) over the held-out split — the trainer sums the negative
 log-likelihood over every predicted token and divides by their count, so long and short examples weigh by their
@@ -62,11 +63,16 @@ def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.4f}"
 
 
-def report_markdown(job_id: str, base_model: str, m: Measured, passed: bool, why: str, at: datetime) -> str:
+def report_markdown(
+    job_id: str, base_model: str, m: Measured, passed: bool, why: str, at: datetime, dataset: str = ""
+) -> str:
+    """`dataset` is the held-out file the job was re-evaluated on; empty when the numbers are its trainer's."""
+    held_out = f"`{dataset}` (re-evaluated)" if dataset else "the job's own held-out split"
     lines = [
         f"# Validation of {job_id}",
         "",
         f"- Base model: `{base_model}`",
+        f"- Held-out data: {held_out}",
         f"- Validated: {at.isoformat(timespec='seconds')}",
         f"- Result: **{'passed' if passed else 'failed'}** — {why}",
         "",

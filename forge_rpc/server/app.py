@@ -31,6 +31,7 @@ from ..adapters.providers.health_monitor import HealthMonitor
 from ..adapters.providers.local_llama import LocalLlamaProvider
 from ..adapters.store import create_pool, migrate
 from ..adapters.store.analytics_queries import AnalyticsQueries
+from ..adapters.store.job_counts import JobCounts
 from ..adapters.store.ledger import UsageLedger
 from ..adapters.store.rag_store import RagStore
 from ..services.analytics import AnalyticsConfig, AnalyticsServicer
@@ -46,6 +47,7 @@ from .compose_engine import build_engine
 from .compose_limits import limits_component, response_cache
 from .compose_models import models_component
 from .compose_resilience import breaker_board, resilience_component
+from .compose_retrain import retrain_component
 from .compose_routing import routing_component
 from .compose_training import training_component
 from .config import ForgeConfig
@@ -94,6 +96,7 @@ class ForgeApp:
     analytics_queries: AnalyticsQueries | None = None
     components: list[Component] = field(default_factory=list)
     system_stats: SystemStatsServicer | None = None
+    job_counts: JobCounts | None = None
     redis: Redis | None = None
 
     async def start(self, edge_config: EdgeConfig | None = None) -> None:
@@ -124,6 +127,8 @@ class ForgeApp:
             self.rag_store.bind(self.pool)
         if self.system_stats is not None:
             self.system_stats.bind(self.pool)
+        if self.job_counts is not None:
+            self.job_counts.bind(self.pool)
         if self.monitor is not None:
             self.monitor.attach_database(self.pool)
         if self.ledger is not None:
@@ -239,6 +244,7 @@ def build(config: ForgeConfig, *, local: LocalLlamaProvider | None = None) -> Fo
     # The pool is bound in start_storage().
     ledger = UsageLedger(flush_interval_s=config.storage.ledger_flush_interval_s)
     queries = AnalyticsQueries()
+    job_counts = JobCounts()  # tasks and jobs in the metrics snapshot
     monitor = HealthMonitor(directory)
     core = Core(config, directory, engine, prices, ledger, monitor, started_at)
     # The offline embedder loads on first use (about a second); `forge serve` warms it in the background.
@@ -251,7 +257,7 @@ def build(config: ForgeConfig, *, local: LocalLlamaProvider | None = None) -> Fo
     system_stats = SystemStatsServicer(host, config.version, started_at, bool(config.storage.redis_url))
     quotas = AnalyticsConfig(default_token_quota=config.usage.token_quota, token_quotas=config.usage.token_quotas)
     analytics = AnalyticsServicer(
-        ledger, queries, prices, started_at, quotas, inflight=inflight, services=monitor, host=host
+        ledger, queries, prices, started_at, quotas, inflight=inflight, services=monitor, host=host, queue=job_counts
     )
     servicers: dict[str, list[object]] = {
         "forge.chat.v1.ChatService": [ChatServicer(engine, ledger, log_content=config.usage.log_content, cache=cache)],
@@ -270,6 +276,7 @@ def build(config: ForgeConfig, *, local: LocalLlamaProvider | None = None) -> Fo
         models_component(core),
         resilience_component(core),
         training_component(core),
+        retrain_component(core),
     ]
     for component in components:
         for name, parts in component.servicers.items():
@@ -293,6 +300,7 @@ def build(config: ForgeConfig, *, local: LocalLlamaProvider | None = None) -> Fo
         monitor=monitor,
         components=components,
         system_stats=system_stats,
+        job_counts=job_counts,
     )
 
 

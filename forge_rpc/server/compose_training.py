@@ -12,24 +12,38 @@ import secrets
 import socket
 
 from ..adapters.embedders import MiniLMEmbedder
+from ..adapters.ollama_deploy import OllamaDeployer
 from ..adapters.runners import LocalRunner, RayRunner, Runner, Workspace
-from ..adapters.store.job_leases import JobLeases
+from ..adapters.store.job_leases import Claim, JobLeases
 from ..adapters.store.job_notify import JobSignals
 from ..adapters.store.job_store import JobStore
+from ..adapters.store.namespace_text import NamespaceText
 from ..adapters.store.rag_store import RagStore
+from ..domain.identity import Principal
 from ..domain.jobs import Lane
 from ..services.job_worker import JobWorker, LaneConfig
 from ..services.rag import RagServicer
 from ..services.task_execution import TaskExecutor
 from ..services.task_history import TaskHistoryServicer
 from ..services.tasks import TasksServicer
-from ..services.training import JobPolicy, TrainingJobsServicer
+from ..services.training import TrainingJobsServicer
+from ..services.training_deploy import DeploymentServicer, DeploySettings, JobDeployer
+from ..services.training_evaluate import EvaluateSettings, Evaluator
 from ..services.training_run import TrainerSettings, TrainingExecutor
 from ..services.training_validate import ValidationServicer
+from .access import access_for, authorize
 from .component import Component, Core, Resources
 from .compose_embedders import build_embedders
+from .compose_retrain import job_policy
 
 __all__ = ["training_component"]
+
+_DEPLOY = "/forge.training.v1.TrainingService/DeployJob"
+
+
+def _may_deploy(who: Principal) -> None:
+    # auto_deploy creates a model as the job's creator would with DeployJob, so it needs the same rights.
+    authorize(who, access_for(_DEPLOY), "auto_deploy (DeployJob)")
 
 
 def training_component(core: Core) -> Component:
@@ -42,11 +56,29 @@ def training_component(core: Core) -> Component:
     ray = RayRunner(cfg.ray_address) if cfg.ray_address else None
     if ray is not None:
         runners["ray"] = ray
-    workspace = Workspace(cfg.jobs_dir or core.config.data_dir / "jobs", cfg.max_example_chars)
+    namespace_text = NamespaceText()  # the pool is bound at start
+    workspace = Workspace(cfg.jobs_dir or core.config.data_dir / "jobs", cfg.max_example_chars, namespace_text.read)
+    evaluator = Evaluator(
+        EvaluateSettings(
+            cfg.worker_command, cfg.worker_env, cfg.dataset_roots, cfg.max_example_chars, cfg.evaluate_timeout_s
+        )
+    )
+    deployer = JobDeployer(
+        store,
+        workspace,
+        DeploySettings(core.config.providers.ollama_host, cfg.base_ggufs),
+        OllamaDeployer(),
+        lambda: core.directory.refresh(force=True),
+    )
+
+    async def auto_deploy(claim: Claim) -> None:
+        await deployer.auto_deploy(claim, _may_deploy)
+
     trainer = TrainingExecutor(
         workspace,
         runners,
         TrainerSettings(cfg.worker_command, cfg.worker_env, cfg.default_runner, cfg.stop_grace_s),
+        on_completed=auto_deploy,
     )
     # RAG tasks need RagService's query; the component gets no handle on the app's servicer, so it keeps its own
     # over the same database (its local embedder loads only when a RAG task first runs).
@@ -63,17 +95,12 @@ def training_component(core: Core) -> Component:
         },
         poll_s=cfg.poll_interval_s,
     )
-    policy = JobPolicy(
-        runners=frozenset(runners),
-        default_runner=cfg.default_runner,
-        max_attempts=cfg.max_attempts,
-        max_example_chars=cfg.max_example_chars,
-        dataset_roots=cfg.dataset_roots,
-    )
+    policy = job_policy(core.config)
 
     async def start(resources: Resources) -> None:
         store.bind(resources.pool)
         rag_store.bind(resources.pool)
+        namespace_text.bind(resources.pool)
         conninfo = resources.pool.conninfo
         assert isinstance(conninfo, str)  # create_pool() is given a URL
         await signals.start(conninfo)
@@ -95,7 +122,8 @@ def training_component(core: Core) -> Component:
         {
             "forge.training.v1.TrainingService": [
                 TrainingJobsServicer(store, signals, policy),
-                ValidationServicer(store, workspace),
+                ValidationServicer(store, workspace, evaluator),
+                DeploymentServicer(store, deployer),
                 TasksServicer(
                     store,
                     signals,

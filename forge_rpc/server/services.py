@@ -14,5 +14,4 @@ PLANNED_IN = {
     "forge.models.v1.ModelsService": "the model repository arrives with durable state, issue #4",
     "forge.analytics.v1.AnalyticsService": "analytics arrive with the usage ledger, issue #4",
     "forge.routing.v1.RoutingService": "the circuit-breaker RPCs arrive with issue #5",
-    "forge.training.v1.TrainingService": "deployment to Ollama and the retrain monitor: issue #6, next round",
 }

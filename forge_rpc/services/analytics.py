@@ -1,7 +1,8 @@
 """AnalyticsService: proto ⇄ the usage ledger's writer and queries.
 
 Implemented: RecordUsage, GetUserUsage, GetCurrentStats, GetStatsHistory, ListRequestLogs, ListModelStats,
-GetDataSummary, ClearMetrics, ClearLogs, ClearAllData, GetMetrics, WatchMetrics. Not defined here, so the method
+GetDataSummary, ClearMetrics, ClearLogs, ClearAllData, GetMetrics, WatchMetrics (their snapshot is assembled in
+metrics_snapshot.py). Not defined here, so the method
 table answers UNIMPLEMENTED: the cache RPCs (the response cache arrives with issue 5), ListTaskHistory (the task
 queue, issue 6) and GetSystemStats (host resources).
 
@@ -24,13 +25,15 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from ..adapters.host_stats import HostProbe
 from ..adapters.store.analytics_queries import SORT_COLUMNS, AnalyticsQueries, LogEntry, LogFilter, ModelStatsRow
+from ..adapters.store.job_counts import JobCounts
 from ..adapters.store.ledger import UsageLedger
 from ..domain import FieldViolation, InvalidArgument, PermissionDenied, PriceList
 from ..domain.ledger import Operation, UsageRecord, UsageStatus
 from .context import CallContext, principal
 from .inflight import InFlight
+from .metrics_snapshot import MetricsSnapshots
 from .paging import next_page_token, page_offset
-from .system_stats import ServiceStates, system_resources
+from .system_stats import ServiceStates
 from .timestamps import timestamp
 
 __all__ = ["AnalyticsConfig", "AnalyticsServicer"]
@@ -121,6 +124,7 @@ class AnalyticsServicer:
         inflight: InFlight | None = None,
         services: ServiceStates | None = None,
         host: HostProbe | None = None,
+        queue: JobCounts | None = None,
     ) -> None:
         self._ledger = ledger
         self._queries = queries
@@ -128,8 +132,7 @@ class AnalyticsServicer:
         self._started_at = started_at
         self._config = config or AnalyticsConfig()
         self._inflight = inflight or InFlight()
-        self._services = services
-        self._host = host or HostProbe()
+        self._metrics = MetricsSnapshots(queries, started_at, self._inflight, host or HostProbe(), services, queue)
 
     def _quota(self, user_id: str | None) -> int | None:
         if user_id is None:
@@ -345,36 +348,8 @@ class AnalyticsServicer:
             success=True, message=f"All data cleared ({n} rows)", rows_deleted=n, logs_deleted=n
         )
 
-    async def _snapshot(self) -> pb.MetricsSnapshot:
-        t = await self._queries.traffic(60.0)
-        now = time.time()
-        host = self._host.host()
-        snapshot = pb.MetricsSnapshot(
-            timestamp=_ts(now),
-            uptime_sec=now - self._started_at,
-            traffic=pb.TrafficStats(
-                requests_per_minute=t.requests * 60 / t.window_s,
-                tokens_per_second=t.completion_tokens / t.window_s,
-                avg_latency_ms=t.avg_latency_ms,
-                p95_latency_ms=t.p95_latency_ms,
-                error_rate=t.error_rate,
-                active_requests=self._inflight.requests,
-                active_streams=self._inflight.streams,
-            ),
-            system=system_resources(host),
-            # tasks / jobs join with issue 6's queue.
-        )
-        if self._services is not None:
-            # The monitor's cached probe (re-probed at most every few seconds), never a probe per snapshot.
-            states = [st for st in (await self._services.states()).values() if st.enabled]
-            healthy = sum(1 for st in states if st.healthy)
-            snapshot.services.CopyFrom(
-                pb.ServiceCounts(total=len(states), healthy=healthy, unhealthy=len(states) - healthy)
-            )
-        return snapshot
-
     async def GetMetrics(self, request: pb.GetMetricsRequest, context: CallContext) -> pb.MetricsSnapshot:
-        return await self._snapshot()
+        return await self._metrics.snapshot()
 
     async def WatchMetrics(
         self, request: pb.WatchMetricsRequest, context: CallContext
@@ -382,7 +357,7 @@ class AnalyticsServicer:
         interval = max(request.interval_ms, 250) / 1000 if request.interval_ms else self._config.watch_interval_s
         while True:
             started = time.monotonic()
-            yield await self._snapshot()
+            yield await self._metrics.snapshot()
             # Paced from the start of each snapshot, so a slow query does not stretch the interval.
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 

@@ -12,13 +12,16 @@ from forge.training.v1 import training_pb2 as pb
 
 from ..adapters.store.job_notify import JobSignals
 from ..adapters.store.job_store import JobStore
-from ..domain import FieldViolation, InvalidArgument, PermissionDenied
-from ..domain.jobs import EventType, JobSnapshot, Lane, new_job_id
-from .context import CallContext, principal
-from .job_owner import caller_json, list_scope, visible
+from ..domain import FieldViolation, InvalidArgument
+from ..domain.jobs import EventType, JobSnapshot, Lane
+from .context import CallContext
+from .dataset_access import allowed_dataset_path
+from .job_owner import list_scope, visible
+from .job_submit import job_spec, queue_job
 from .job_watch import follow
 from .paging import page_offset, page_size
-from .training_convert import EVENT_TYPE_OF, KIND_OF, STATE_OF, checked_config, event_message, job_message
+from .retrain_paths import project_directory, project_source
+from .training_convert import EVENT_TYPE_OF, KIND_OF, STATE_OF, event_message, job_message
 
 __all__ = ["JobPolicy", "TrainingJobsServicer"]
 
@@ -31,6 +34,8 @@ class JobPolicy:
     max_example_chars: int = 100_000
     dataset_roots: Sequence[Path] = field(default_factory=tuple)
     """Where non-admin users' dataset files must lie (admins, and the local operator, may name any file)."""
+    project_roots: Sequence[Path] = field(default_factory=tuple)
+    """Where a job without a dataset may extract one from (retrain.project_roots; the same rule as Retrain's)."""
     watch_poll_s: float = 5.0
 
 
@@ -45,18 +50,10 @@ class TrainingJobsServicer:
         self._signals = signals
         self._policy = policy
 
-    def _check_paths(self, config: pb.FineTuneConfig) -> None:
-        if principal.get().is_admin:
-            return
+    async def _check_paths(self, config: pb.FineTuneConfig) -> None:
         for name, raw in (("path", config.dataset.path), ("eval_path", config.dataset.eval_path)):
-            if not raw:
-                continue
-            path = Path(raw).expanduser().resolve()
-            if not any(path.is_relative_to(root.resolve()) for root in self._policy.dataset_roots):
-                raise PermissionDenied(
-                    f"config.dataset.{name}: {raw} is outside the dataset directories this server allows",
-                    "DATASET_PATH_NOT_ALLOWED",
-                )
+            if raw:
+                await allowed_dataset_path(f"config.dataset.{name}", raw, self._policy.dataset_roots)
 
     async def _job(self, job_id: str) -> JobSnapshot:
         if not job_id:
@@ -67,27 +64,19 @@ class TrainingJobsServicer:
         return job
 
     async def CreateJob(self, request: pb.CreateJobRequest, context: CallContext) -> pb.Job:
-        p = self._policy
-        spec = checked_config(
-            request.config,
-            default_runner=p.default_runner,
-            runners=set(p.runners),
-            max_example_chars=p.max_example_chars,
-        )
-        self._check_paths(request.config)
-        who = principal.get()
-        job = await self._store.create(
-            job_id=new_job_id("fine_tune"),
-            lane=Lane.TRAINING,
-            kind="fine_tune",
-            owner=who.user_id,
-            principal=caller_json(who),
-            spec=spec,
-            priority=5,
-            max_attempts=p.max_attempts,
-            message="Fine-tuning job queued",
+        spec = job_spec(request.config, self._policy)
+        await self._check_paths(request.config)
+        d = request.config.dataset
+        if not (d.examples or d.path or d.rag_namespace):
+            # No dataset: extracted from the project's repository when the job runs (AI Forge's extract_data).
+            where = await project_directory(
+                request.config.project_path, self._policy.project_roots, "config.project_path"
+            )
+            spec.update(await project_source(where))
+        job = await queue_job(
+            self._store, self._policy, spec, kind="fine_tune", message="Fine-tuning job queued",
             request_key=request.request_id or None,
-        )
+        )  # fmt: skip
         return job_message(job)
 
     async def GetJob(self, request: pb.GetJobRequest, context: CallContext) -> pb.Job:

@@ -10,15 +10,18 @@ from typing import Any
 from forge.training.v1 import task_pb2, training_pb2
 from google.protobuf import json_format
 
+from ..adapters.ollama_deploy import model_name_problem
 from ..domain import FieldViolation, InvalidArgument
 from ..domain.datasets import check_example
 from ..domain.jobs import EventType, Failure, JobEvent, JobSnapshot, JobState
+from .retrain_convert import job_plan
 from .timestamps import timestamp
 
 __all__ = [
     "EVENT_TYPES",
     "STATES",
     "checked_config",
+    "deployment_message",
     "event_message",
     "failure_message",
     "job_message",
@@ -79,9 +82,10 @@ def checked_config(
     d = c.dataset
     sources = [bool(d.examples), bool(d.path), bool(d.rag_namespace)]
     need(sum(sources) <= 1, "dataset", "give at most one of examples, path and rag_namespace")
-    need(any(sources), "dataset", "give examples or a path (JSONL of chat messages or prompt/completion pairs)")
     need(not d.HasField("eval_fraction") or 0.0 <= d.eval_fraction < 1.0, "dataset.eval_fraction", "must be in [0, 1)")
     need(d.max_examples >= 0, "dataset.max_examples", "must not be negative")
+    name_problem = model_name_problem(c.output_model_name) if c.output_model_name else None
+    need(name_problem is None, "output_model_name", name_problem or "")
     for i, example in enumerate(d.examples):
         problem = check_example(json_format.MessageToDict(example), max_example_chars)
         if problem is not None:
@@ -130,6 +134,22 @@ def validation_message(job_id: str, stored: dict[str, Any], markdown: str) -> tr
     return out
 
 
+def deployment_message(job_id: str, stored: dict[str, Any]) -> training_pb2.Deployment:
+    """A deployment as kept in the job's `result["deployment"]`."""
+    out = training_pb2.Deployment(
+        job_id=job_id,
+        success=bool(stored.get("success")),
+        model_name=str(stored.get("model_name", "")),
+        gguf_path=str(stored.get("gguf_path", "")),
+        modelfile=str(stored.get("modelfile", "")),
+        ollama_host=str(stored.get("ollama_host", "")),
+        message=str(stored.get("message", "")),
+    )
+    if stored.get("deployed_at"):
+        out.deployed_at.CopyFrom(timestamp(datetime.fromisoformat(str(stored["deployed_at"]))))
+    return out
+
+
 def job_message(job: JobSnapshot, at: JobEvent | None = None) -> training_pb2.Job:
     """The job; with `at`, as it stood right after that event (state and progress as the event recorded)."""
     s = job.status
@@ -175,6 +195,10 @@ def job_message(job: JobSnapshot, at: JobEvent | None = None) -> training_pb2.Jo
         out.error.CopyFrom(failure_message(job.error))
     if job.result and isinstance(job.result.get("validation"), dict):
         out.validation.CopyFrom(validation_message(job.id, job.result["validation"], ""))
+    if job.result and isinstance(job.result.get("deployment"), dict):
+        out.deployment.CopyFrom(deployment_message(job.id, job.result["deployment"]))
+    if job.kind == "retrain":
+        out.plan.CopyFrom(job_plan(job))
     if job.started_at is not None:
         out.started_at.CopyFrom(timestamp(job.started_at))
     if job.finished_at is not None:

@@ -2,7 +2,8 @@
 runner, turns its output into the job's progress and event log (progress protocol, domain/progress.py), and ends
 the attempt as the trainer, the user or forge decide:
 
-- the trainer exits 0 without an `error` record → COMPLETED; otherwise FAILED with its error (or last lines);
+- the trainer exits 0 without an `error` record → COMPLETED (then `on_completed` runs: auto_deploy); otherwise
+  FAILED with its error (or last lines);
 - CancelJob → the trainer's process group is stopped (SIGTERM, SIGKILL after the grace) → CANCELLED;
 - PauseJob → at the trainer's next checkpoint record it is stopped → PAUSED (ResumeJob continues from there);
 - forge stops → the trainer is stopped and the job queued again, resuming from its latest checkpoint;
@@ -17,12 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TextIO
 
 from ..adapters.runners import PreparedJob, Run, RunExit, Runner, RunnerError, RunSpec, Workspace
-from ..adapters.store.job_leases import LeaseLost
+from ..adapters.store.job_leases import Claim, LeaseLost
 from ..domain.datasets import DatasetError
 from ..domain.jobs import EventType, Failure, JobEvent, JobState
 from ..domain.progress import ProgressTracker, parse_line
@@ -104,10 +105,17 @@ class _Attempt:
 
 
 class TrainingExecutor:
-    def __init__(self, workspace: Workspace, runners: Mapping[str, Runner], settings: TrainerSettings) -> None:
+    def __init__(
+        self,
+        workspace: Workspace,
+        runners: Mapping[str, Runner],
+        settings: TrainerSettings,
+        on_completed: Callable[[Claim], Awaitable[None]] | None = None,
+    ) -> None:
         self._workspace = workspace
         self._runners = runners
         self._settings = settings
+        self._on_completed = on_completed
 
     async def __call__(self, hold: Hold) -> None:
         claim, leases = hold.claim, hold.leases
@@ -209,6 +217,9 @@ class TrainingExecutor:
             )
         elif ended is not None and ended.code == 0 and not tracker.error:
             await leases.finish(claim, JobState.COMPLETED, [], message="completed", progress=100.0, status=s)
+            if self._on_completed is not None:
+                # After COMPLETED is recorded: what runs now (a deploy) cannot change how the job ended.
+                await self._on_completed(claim)
         else:
             detail = ended.detail if ended is not None else "did not start"
             last = " | ".join(attempt.tail) if attempt is not None else ""

@@ -1,4 +1,5 @@
-"""`python -m forge_rpc.trainer SPEC`: the default worker command of a fine-tuning job (lora.py).
+"""`python -m forge_rpc.trainer SPEC`: the default worker command of a fine-tuning job (lora.py), and of
+ValidateJob's re-evaluation on another file (the same command, given a spec in evaluate mode).
 
 It needs the optional `train` extra (torch, transformers, peft). Without it, it says so in the protocol's own
 terms, so the job fails with that message instead of a traceback. Any trainer that speaks the protocol can be

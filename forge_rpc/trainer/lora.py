@@ -5,6 +5,9 @@ Base models resolve offline: SmolLM2-135M-Instruct from the GGUF the `llm-smollm
 first use and kept as a plain copy, since a GGUF-loaded model cannot be saved), a local directory, or a model in
 the Hugging Face cache. Checkpoints hold the adapter, the optimiser and the step, so a paused or retried job
 resumes where it stopped. Held-out perplexity is exp(sum of NLL over predicted tokens / their count).
+
+A spec with `"mode": "evaluate"` (ValidateJob on another file) trains nothing: it measures the base model and the
+job's adapter on `eval_path` and prints the same held-out record as after training.
 """
 
 from __future__ import annotations
@@ -161,6 +164,42 @@ def _save_checkpoint(model: PeftModel, optimizer: torch.optim.Optimizer, step: i
     return path
 
 
+def _load_base(spec: dict[str, Any]) -> tuple[Path, PreTrainedTokenizerBase, int, PreTrainedModel]:
+    """(its directory, tokenizer, padding id, model) of the spec's base model, from the jobs directory's cache."""
+    cache = Path(spec["output_dir"]).parent.parent / ".base-models"
+    base_dir = resolve_base(spec["base_model"], cache)
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    return base_dir, tok, int(pad), AutoModelForCausalLM.from_pretrained(base_dir, torch_dtype=torch.float32)
+
+
+def _report_eval(eval_loss: float, tokens: int, examples: int, base_loss: float | None) -> dict[str, Any]:
+    """Prints the held-out record ValidateJob judges by; returns its metrics."""
+    metrics: dict[str, Any] = {"perplexity": math.exp(eval_loss), "eval_tokens": tokens, "eval_examples": examples}
+    if base_loss is not None:
+        metrics["base_perplexity"] = math.exp(base_loss)
+    emit(eval_loss=round(eval_loss, 5), metrics=metrics)
+    return metrics
+
+
+def evaluate_only(spec: dict[str, Any]) -> None:
+    """Evaluate mode (ValidateJob on another file): the base model, then it with the job's adapter, on
+    `eval_path`; reported as after training."""
+    adapter = Path(spec.get("adapter_path") or "")
+    if not (adapter / "adapter_config.json").is_file():
+        raise TrainerError(f"job {spec['job_id']} has no LoRA adapter to evaluate (looked for {adapter})")
+    emit(state="evaluating", message=f"loading {spec['base_model']} and the adapter")
+    _, tok, pad, base = _load_base(spec)
+    rows = _encode(spec["eval_path"], tok, int(spec.get("max_seq_length") or 512))
+    if not rows:
+        raise TrainerError("no held-out example is long enough to evaluate (each needs two tokens or more)")
+    batch_size = int(spec.get("batch_size") or 4)
+    base_loss = evaluate(base, rows, pad, batch_size)[0]
+    tuned = PeftModel.from_pretrained(base, adapter)  # wraps `base` in place: measured above, before
+    eval_loss, tokens = evaluate(tuned, rows, pad, batch_size)
+    _report_eval(eval_loss, tokens, len(rows), base_loss)
+
+
 def train(spec: dict[str, Any]) -> None:
     cfg = spec["config"]
     seed = int(cfg.get("seed", 42))
@@ -168,11 +207,7 @@ def train(spec: dict[str, Any]) -> None:
     torch.manual_seed(seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     emit(state="preparing", message=f"loading {spec['base_model']}")
-    cache = Path(spec["output_dir"]).parent.parent / ".base-models"
-    base_dir = resolve_base(spec["base_model"], cache)
-    tok = AutoTokenizer.from_pretrained(base_dir)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    base = AutoModelForCausalLM.from_pretrained(base_dir, torch_dtype=torch.float32)
+    base_dir, tok, pad, base = _load_base(spec)
     max_len = int(cfg.get("max_seq_length", 512))
     train_rows, held = _encode(spec["train_path"], tok, max_len), _encode(spec["eval_path"], tok, max_len)
     if not train_rows:
@@ -253,13 +288,7 @@ def train(spec: dict[str, Any]) -> None:
     metrics: dict[str, Any] = {"final_loss": losses[-1] if losses else None, "train_examples": len(train_rows)}
     if held:
         eval_loss, tokens = evaluate(model, held, pad, batch_size)
-        metrics.update(eval_loss=eval_loss, perplexity=math.exp(eval_loss), eval_tokens=tokens, eval_examples=len(held))
-        if base_loss is not None:
-            metrics["base_perplexity"] = math.exp(base_loss)
-        shown = {
-            k: metrics[k] for k in ("perplexity", "base_perplexity", "eval_tokens", "eval_examples") if k in metrics
-        }
-        emit(eval_loss=round(eval_loss, 5), metrics=shown)
+        metrics.update(eval_loss=eval_loss, **_report_eval(eval_loss, tokens, len(held), base_loss))
     adapter = Path(spec["output_dir"]) / "adapter"
     if cfg.get("use_pissa"):
         model.save_pretrained(adapter, path_initial_model_for_weight_conversion=str(pissa_init))
@@ -272,8 +301,14 @@ def train(spec: dict[str, Any]) -> None:
 
 def run(argv: list[str]) -> int:
     spec = json.loads(Path(argv[-1]).read_text(encoding="utf-8"))
+    mode = spec.get("mode") or "train"
     try:
-        train(spec)
+        if mode == "evaluate":
+            evaluate_only(spec)
+        elif mode == "train":
+            train(spec)
+        else:
+            raise TrainerError(f"unknown mode {mode!r}: this trainer knows train and evaluate")
     except TrainerError as exc:
         emit(error=str(exc))
         return 1

@@ -1,4 +1,5 @@
-"""Ollama model-management routes: /api/tags, /api/show, /api/pull, /api/delete."""
+"""Ollama model-management routes: /api/tags, /api/show, /api/pull, /api/delete (and, from ollama_create.py,
+/api/blobs and /api/create)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Final
 
 from aiohttp import web
 
+from . import ollama_create
 from .ollama_common import NDJSON, error, fail_response, line, model_name
 from .ollama_store import OllamaModel, layers, normalize
 from .scenario import ScenarioError, split_model
@@ -133,3 +135,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/show", show)
     app.router.add_post("/api/pull", pull)
     app.router.add_delete("/api/delete", delete)
+    ollama_create.add_routes(app)

@@ -12,15 +12,16 @@ from pathlib import Path
 import grpc
 import pytest
 from forge.chat.v1 import chat_pb2, chat_pb2_grpc
-from forge.training.v1 import training_pb2, training_pb2_grpc
+from forge.training.v1 import training_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from forge_rpc.server.app import ForgeApp
+from forge_rpc.server.methods import build_method_table
 from forge_rpc.server.services import SERVICES
 from forge_rpc.testing import running_forge
+from gateway.invoke import InvokeError, LocalInvoker
 from tests.conftest import forge_config
 from tests.fakes import FakeUpstream, fake_model
-from tests.rpc.rich_status import reason
 from tests.rpc.test_chat import request
 
 pytestmark = pytest.mark.asyncio
@@ -67,14 +68,24 @@ async def test_health_per_service(channel: grpc.aio.Channel) -> None:
     assert await health_of(channel, "forge.training.v1.TrainingService") == SERVING
 
 
-async def test_unimplemented_rpc_says_so_clearly(channel: grpc.aio.Channel) -> None:
-    # DeployJob (GGUF conversion into Ollama) is designed in the contract, not built yet.
-    stub = training_pb2_grpc.TrainingServiceStub(channel)
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await stub.DeployJob(training_pb2.DeployJobRequest(job_id="job_x"))
-    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "issue #6" in (info.value.details() or "")
-    assert reason(info.value) == "UNIMPLEMENTED"
+async def test_every_rpc_of_the_contracts_is_served(forge: ForgeApp) -> None:
+    missing = [name for name, m in forge.methods.items() if not m.implemented]
+    assert missing == []
+
+
+async def test_an_rpc_without_a_servicer_says_so_clearly() -> None:
+    # A contract designed ahead of its implementation answers UNIMPLEMENTED naming where it is planned.
+    service = SERVICES["forge.training.v1.TrainingService"]
+    table = build_method_table({service: []}, {service.full_name: "issue #99"})
+    assert not table["/forge.training.v1.TrainingService/DeployJob"].implemented
+    invoker = LocalInvoker(table)
+    with pytest.raises(InvokeError) as info:
+        await invoker.unary(
+            "/forge.training.v1.TrainingService/DeployJob", training_pb2.DeployJobRequest(job_id="job_x"), (), None
+        )
+    assert info.value.code == grpc.StatusCode.UNIMPLEMENTED
+    assert "issue #99" in info.value.message
+    assert info.value.status is not None and info.value.status.details  # google.rpc.Status with its ErrorInfo
 
 
 async def test_graceful_shutdown_lets_a_stream_finish_and_reports_not_serving(fake: FakeUpstream) -> None:

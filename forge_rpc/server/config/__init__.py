@@ -18,6 +18,7 @@ import yaml
 from .auth import AuthConfig, parse_auth
 from .errors import ConfigError
 from .limits import LimitsConfig, parse_limits
+from .retrain import RetrainConfig, parse_retrain
 from .router import RouterConfig, parse_router
 from .routing import RoutingConfig, parse_routing
 from .training import TrainingConfig, parse_training
@@ -32,6 +33,7 @@ __all__ = [
     "HttpConfig",
     "LimitsConfig",
     "ProvidersConfig",
+    "RetrainConfig",
     "RouterConfig",
     "RoutingConfig",
     "StorageConfig",
@@ -145,9 +147,11 @@ class ForgeConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     router: RouterConfig = field(default_factory=RouterConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    usage: UsageConfig = field(default_factory=UsageConfig)
     """LiteLLM's `router_settings` (load balancing, retries, fallbacks, cooldowns)."""
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    """The retrain monitor: thresholds, critical paths and where projects may lie."""
+    usage: UsageConfig = field(default_factory=UsageConfig)
 
 
 _GRPC, _HTTP, _PROVIDERS = GrpcConfig(), HttpConfig(), ProvidersConfig()
@@ -278,6 +282,7 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None, 
         routing=parse_routing(_section(data, "routing"), env, source=path),
         router=parse_router(_section(data, "router_settings"), env),
         training=parse_training(_section(data, "training"), env),
+        retrain=parse_retrain(_section(data, "retrain"), env),
         usage=parse_usage(_section(data, "usage"), env, data.get("model_list")),
     )
     return _apply(cfg, overrides)

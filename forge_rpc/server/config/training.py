@@ -13,10 +13,13 @@ training:
   poll_interval_s: 2            # claim/reap poll when no NOTIFY arrives
   stop_grace_s: 3               # SIGTERM → SIGKILL of a trainer's process group
   task_timeout_s: 300           # one task's upstream deadline
+  evaluate_timeout_s: 1800      # ValidateJob on another file is stopped after this
   default_runner: local         # or ray
   ray_address: http://127.0.0.1:8265   # FORGE_RAY_ADDRESS: enables the ray runner
   dataset_roots: [/srv/datasets]       # where non-admin users' dataset files must lie
   max_example_chars: 100000     # a longer example fails the dataset check
+  base_ggufs:                   # DeployJob: the GGUF of each base model forge cannot find one of by itself
+    unsloth/Llama-3.2-3B-Instruct: /srv/gguf/Llama-3.2-3B-Instruct-f16.gguf
 ```
 """
 
@@ -65,10 +68,14 @@ class TrainingConfig:
     poll_interval_s: float = 2.0
     stop_grace_s: float = 3.0
     task_timeout_s: float = 300.0
+    evaluate_timeout_s: float = 1800.0
+    """ValidateJob with a dataset_path: the trainer's evaluate mode is stopped after this."""
     default_runner: str = "local"
     ray_address: str | None = None
     dataset_roots: tuple[Path, ...] = ()
     max_example_chars: int = 100_000
+    base_ggufs: Mapping[str, Path] = field(default_factory=dict)
+    """Base model name → the GGUF a deployment builds on (SmolLM2-135M-Instruct's is found without it)."""
 
 
 def _number(name: str, raw: Any, *, minimum: float, whole: bool = False) -> Any:
@@ -125,6 +132,9 @@ def parse_training(section: Mapping[str, Any], env: Mapping[str, str]) -> Traini
     roots = section.get("dataset_roots") or []
     if not isinstance(roots, list):
         raise ConfigError("training.dataset_roots must be a list of directories")
+    ggufs = section.get("base_ggufs") or {}
+    if not isinstance(ggufs, Mapping):
+        raise ConfigError("training.base_ggufs must map base model names to GGUF files")
     jobs_dir = pick("jobs_dir", "FORGE_JOBS_DIR")
     worker = pick("worker", "FORGE_TRAINING_WORKER")
 
@@ -144,8 +154,10 @@ def parse_training(section: Mapping[str, Any], env: Mapping[str, str]) -> Traini
         poll_interval_s=num("poll_interval_s", None, d.poll_interval_s, 0.05),
         stop_grace_s=num("stop_grace_s", None, d.stop_grace_s, 0.0),
         task_timeout_s=num("task_timeout_s", None, d.task_timeout_s, 1.0),
+        evaluate_timeout_s=num("evaluate_timeout_s", None, d.evaluate_timeout_s, 1.0),
         default_runner=runner,
         ray_address=str(ray) if ray else None,
         dataset_roots=tuple(Path(str(r)).expanduser() for r in roots),
         max_example_chars=num("max_example_chars", None, d.max_example_chars, 1, True),
+        base_ggufs={str(k): Path(str(v)).expanduser() for k, v in ggufs.items()},
     )
