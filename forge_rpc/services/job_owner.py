@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..adapters.store.job_store import OwnerScope
-from ..domain import NotFound, PermissionDenied
+from ..adapters.store.job_store import JobStore, OwnerScope
+from ..domain import FieldViolation, InvalidArgument, NotFound, PermissionDenied
 from ..domain.identity import Principal, Role
-from ..domain.jobs import JobSnapshot
+from ..domain.jobs import JobSnapshot, Lane
 from .context import principal
 
-__all__ = ["caller_json", "list_scope", "principal_from_json", "visible"]
+__all__ = ["caller_json", "list_scope", "principal_from_json", "training_job", "visible"]
 
 
 def caller_json(who: Principal) -> dict[str, Any]:
@@ -45,6 +45,16 @@ def visible(job: JobSnapshot | None, what: str, ident: str) -> JobSnapshot:
     """The row if the caller may see it; NOT_FOUND otherwise (another user's row is not even said to exist)."""
     if job is None or not principal.get().owns(job.owner):
         raise NotFound(what, ident)
+    return job
+
+
+async def training_job(store: JobStore, job_id: str) -> JobSnapshot:
+    """The training job `job_id` names, as the caller may see it (the RPCs that take a job id share this)."""
+    if not job_id:
+        raise InvalidArgument([FieldViolation("job_id", "required")])
+    job = visible(await store.get(job_id), "job", job_id)
+    if job.lane is not Lane.TRAINING:
+        raise InvalidArgument([FieldViolation("job_id", f"{job_id!r} is a task, not a job")])
     return job
 
 

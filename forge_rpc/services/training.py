@@ -12,11 +12,10 @@ from forge.training.v1 import training_pb2 as pb
 
 from ..adapters.store.job_notify import JobSignals
 from ..adapters.store.job_store import JobStore
-from ..domain import FieldViolation, InvalidArgument
 from ..domain.jobs import EventType, JobSnapshot, Lane
 from .context import CallContext
 from .dataset_access import allowed_dataset_path
-from .job_owner import list_scope, visible
+from .job_owner import list_scope, training_job
 from .job_submit import job_spec, queue_job
 from .job_watch import follow
 from .paging import page_offset, page_size
@@ -56,12 +55,7 @@ class TrainingJobsServicer:
                 await allowed_dataset_path(f"config.dataset.{name}", raw, self._policy.dataset_roots)
 
     async def _job(self, job_id: str) -> JobSnapshot:
-        if not job_id:
-            raise InvalidArgument([FieldViolation("job_id", "required")])
-        job = visible(await self._store.get(job_id), "job", job_id)
-        if job.lane is not Lane.TRAINING:
-            raise InvalidArgument([FieldViolation("job_id", f"{job_id!r} is a task, not a job")])
-        return job
+        return await training_job(self._store, job_id)
 
     async def CreateJob(self, request: pb.CreateJobRequest, context: CallContext) -> pb.Job:
         spec = job_spec(request.config, self._policy)

@@ -27,9 +27,9 @@ from ..adapters.store.job_leases import Claim
 from ..adapters.store.job_store import JobStore
 from ..domain import FailedPrecondition, FieldViolation, ForgeError, InvalidArgument
 from ..domain.identity import Principal
-from ..domain.jobs import EventType, JobEvent, JobSnapshot, JobState, Lane
+from ..domain.jobs import EventType, JobEvent, JobSnapshot, JobState
 from .context import CallContext
-from .job_owner import principal_from_json, visible
+from .job_owner import principal_from_json, training_job
 from .training_convert import deployment_message
 
 __all__ = ["DeployOptions", "DeploySettings", "DeploymentServicer", "JobDeployer"]
@@ -180,10 +180,6 @@ class DeploymentServicer:
         self._deployer = deployer
 
     async def DeployJob(self, request: pb.DeployJobRequest, context: CallContext) -> pb.Deployment:
-        if not request.job_id:
-            raise InvalidArgument([FieldViolation("job_id", "required")])
-        job = visible(await self._store.get(request.job_id), "job", request.job_id)
-        if job.lane is not Lane.TRAINING:
-            raise InvalidArgument([FieldViolation("job_id", f"{job.id!r} is a task, not a job")])
+        job = await training_job(self._store, request.job_id)
         options = DeployOptions(request.model_name, request.ollama_host, request.merge, request.quantization)
         return deployment_message(job.id, await self._deployer.deploy(job, options))

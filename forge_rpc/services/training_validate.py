@@ -14,12 +14,12 @@ from forge.training.v1 import training_pb2 as pb
 
 from ..adapters.runners import Workspace
 from ..adapters.store.job_store import JobStore
-from ..domain import FailedPrecondition, FieldViolation, InvalidArgument
+from ..domain import FailedPrecondition
 from ..domain.evaluation import Measured, judge, report_markdown
-from ..domain.jobs import EventType, JobEvent, JobSnapshot, JobState, Lane
+from ..domain.jobs import EventType, JobEvent, JobSnapshot, JobState
 from .context import CallContext
 from .dataset_access import allowed_dataset_path, read_dataset_file
-from .job_owner import visible
+from .job_owner import training_job
 from .training_convert import validation_message
 from .training_evaluate import Evaluator
 
@@ -33,11 +33,7 @@ class ValidationServicer:
         self._evaluator = evaluator
 
     async def ValidateJob(self, request: pb.ValidateJobRequest, context: CallContext) -> pb.Validation:
-        if not request.job_id:
-            raise InvalidArgument([FieldViolation("job_id", "required")])
-        job = visible(await self._store.get(request.job_id), "job", request.job_id)
-        if job.lane is not Lane.TRAINING:
-            raise InvalidArgument([FieldViolation("job_id", f"{job.id!r} is a task, not a job")])
+        job = await training_job(self._store, request.job_id)
         if job.state is not JobState.COMPLETED:
             raise FailedPrecondition(f"job {job.id!r} is {job.state.value}; only a completed job can be validated",
                                      "JOB_NOT_COMPLETED")  # fmt: skip

@@ -70,6 +70,16 @@ def training_config(fake: FakeUpstream, database: str, tmp: Path, **overrides: A
     )
 
 
+def secured_training_config(fake: FakeUpstream, database: str, tmp: Path, **overrides: Any) -> ForgeConfig:
+    """training_config with auth on (tests/auth's secured_config): users, admins and their isolation."""
+    from tests.auth.conftest import secured_config  # the auth fixtures' module, imported only where auth is on
+
+    base = training_config(fake, database, tmp, **overrides)
+    return dataclasses.replace(
+        secured_config(fake), storage=base.storage, data_dir=base.data_dir, training=base.training
+    )
+
+
 def examples(n: int = 12) -> list[struct_pb2.Struct]:
     out = []
     for i in range(n):

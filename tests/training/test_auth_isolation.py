@@ -3,7 +3,6 @@ task (not even that it exists), lists only their own, and a task runs with its c
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator
 
 import grpc
@@ -15,9 +14,9 @@ from google.protobuf import struct_pb2
 
 from forge_rpc.server.app import ForgeApp
 from forge_rpc.testing import running_forge
-from tests.auth.conftest import Accounts, bearer, refusal, secured_config
+from tests.auth.conftest import Accounts, bearer, refusal
 from tests.fakes import FakeUpstream
-from tests.training.conftest import fine_tune, stub, training_config
+from tests.training.conftest import fine_tune, secured_training_config, stub
 
 pytestmark = pytest.mark.asyncio
 
@@ -28,10 +27,7 @@ S = training_pb2
 async def secured(
     fake: FakeUpstream, jobs_database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[ForgeApp]:
-    base = training_config(fake, jobs_database, tmp_path_factory.mktemp("auth"))
-    config = dataclasses.replace(
-        secured_config(fake), storage=base.storage, data_dir=base.data_dir, training=base.training
-    )
+    config = secured_training_config(fake, jobs_database, tmp_path_factory.mktemp("auth"))
     async with running_forge(config) as app:
         yield app
 

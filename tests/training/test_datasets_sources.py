@@ -10,7 +10,6 @@ prepare jobs the forge queued; the last test runs a RAG-namespace job through th
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -29,9 +28,9 @@ from forge_rpc.adapters.store.namespace_text import NamespaceText
 from forge_rpc.domain.datasets import DatasetError
 from forge_rpc.server.app import ForgeApp
 from forge_rpc.testing import running_forge
-from tests.auth.conftest import Accounts, bearer, secured_config
+from tests.auth.conftest import Accounts, bearer
 from tests.fakes import FakeUpstream
-from tests.training.conftest import fine_tune, stub, training_config
+from tests.training.conftest import fine_tune, secured_training_config, stub
 from tests.training.test_retrain import Repo, write_files
 
 pytestmark = pytest.mark.asyncio
@@ -48,10 +47,7 @@ NOTES = [
 async def secured(
     fake: FakeUpstream, jobs_database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[ForgeApp]:
-    base = training_config(fake, jobs_database, tmp_path_factory.mktemp("sources"))
-    config = dataclasses.replace(
-        secured_config(fake), storage=base.storage, data_dir=base.data_dir, training=base.training
-    )
+    config = secured_training_config(fake, jobs_database, tmp_path_factory.mktemp("sources"))
     async with running_forge(config) as app:
         yield app
 

@@ -7,7 +7,6 @@ whole process group. With auth on, over gRPC and REST."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import math
 import os
@@ -29,10 +28,10 @@ from forge_rpc.domain.jobs import JobSnapshot, JobState, Lane
 from forge_rpc.server.app import ForgeApp
 from forge_rpc.services.training_evaluate import EvaluateSettings, Evaluator
 from forge_rpc.testing import running_forge
-from tests.auth.conftest import Accounts, bearer, refusal, secured_config
+from tests.auth.conftest import Accounts, bearer, refusal
 from tests.fakes import FakeUpstream
 from tests.rpc.rich_status import detail, reason
-from tests.training.conftest import fine_tune, pid_alive, stub, training_config
+from tests.training.conftest import fine_tune, pid_alive, secured_training_config, stub
 from tests.training.workers.evaluating import BASE_NLL, KNOWN_NLL, UNKNOWN_NLL
 
 pytestmark = pytest.mark.asyncio
@@ -45,12 +44,8 @@ WORKER = Path(__file__).parent / "workers" / "evaluating.py"
 async def secured(
     fake: FakeUpstream, jobs_database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[ForgeApp]:
-    base = training_config(
-        fake, jobs_database, tmp_path_factory.mktemp("validate"), worker_command=(sys.executable, str(WORKER))
-    )
-    config = dataclasses.replace(
-        secured_config(fake), storage=base.storage, data_dir=base.data_dir, training=base.training
-    )
+    tmp = tmp_path_factory.mktemp("validate")
+    config = secured_training_config(fake, jobs_database, tmp, worker_command=(sys.executable, str(WORKER)))
     async with running_forge(config) as app:
         yield app
 
