@@ -8,8 +8,10 @@ Each matrix runs on a forge of its own: admin calls with empty requests may chan
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -62,9 +64,13 @@ async def grpc_outcome(channel: grpc.aio.Channel, info: MethodInfo, md: tuple[tu
 
 
 @pytest.fixture
-async def matrix_forge(fake: FakeUpstream) -> AsyncIterator[ForgeApp]:
+async def matrix_forge(fake: FakeUpstream, tmp_path: Path) -> AsyncIterator[ForgeApp]:
     await fake.reset()
-    async with running_forge(secured_config(fake), edge_config=secured_edge()) as app:
+    config = secured_config(fake)
+    # A project directory users may name (the retrain monitor's default "." starts there): an empty request is
+    # then refused for what it asks (not a git repository), not for who asks.
+    config = dataclasses.replace(config, retrain=dataclasses.replace(config.retrain, project_roots=(tmp_path,)))
+    async with running_forge(config, edge_config=secured_edge()) as app:
         yield app
 
 
