@@ -1,9 +1,9 @@
 """UsageLedger: the batched writer behind `UsageSink`. `record()` appends to memory; a background task writes.
 
 Why batch: one INSERT per request would put a database round trip (and a pool checkout) on every call's tail;
-one statement of up to 500 rows costs about as much as a single row. The statement binds one array per column
-and unnests them, so its text never changes (prepared once per connection) whatever the batch size, and
-`ON CONFLICT (request_id) DO NOTHING` makes a retried batch, or a retried request id, count once.
+one statement of up to 500 rows costs about as much as a single row. The statement binds the batch as one JSON
+array and expands it in the database, so its text never changes (prepared once per connection) whatever the batch
+size, and `ON CONFLICT (request_id) DO NOTHING` makes a retried batch, or a retried request id, count once.
 
 Durability: rows leave the buffer only after their INSERT committed. A failed flush keeps them and retries
 with exponential backoff; `close()` keeps retrying for `close_timeout_s` so a shutdown loses nothing that was
@@ -19,10 +19,10 @@ import logging
 import time
 from collections import deque
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -40,10 +40,13 @@ INSERT INTO usage_ledger (
     request_id, operation, user_id, api_key_id, model, provider, prompt_tokens, completion_tokens, cost_usd,
     latency_ms, ttft_ms, status, error_reason, client_ip, prompt_text, response_text, created_at
 )
-SELECT * FROM unnest(
-    %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int4[], %s::int4[],
-    %s::float8[]::numeric[], %s::int4[], %s::int4[], %s::text[], %s::text[], %s::inet[], %s::text[], %s::text[],
-    %s::timestamptz[]
+SELECT request_id, operation, user_id, api_key_id, model, provider, prompt_tokens, completion_tokens,
+       cost_usd::numeric, latency_ms, ttft_ms, status, error_reason, client_ip::inet, prompt_text, response_text,
+       to_timestamp(created_at)
+FROM jsonb_to_recordset(%s::jsonb) AS r(
+    request_id text, operation text, user_id text, api_key_id text, model text, provider text, prompt_tokens int4,
+    completion_tokens int4, cost_usd float8, latency_ms int4, ttft_ms int4, status text, error_reason text,
+    client_ip text, prompt_text text, response_text text, created_at float8
 )
 ON CONFLICT (request_id) DO NOTHING
 """
@@ -61,33 +64,39 @@ def _ms(n: int | None) -> int | None:
     return None if n is None else _count(n)
 
 
-def _columns(rows: Sequence[UsageRecord]) -> list[list[Any]]:
-    """Column-major parameters for `_INSERT`. Values a CHECK constraint would reject are clamped here, so one
-    odd record cannot fail a batch."""
-    return [
-        [r.request_id for r in rows],
-        [r.operation.value for r in rows],
-        [r.user_id for r in rows],
-        [r.api_key_id for r in rows],
-        [r.model for r in rows],
-        [r.provider for r in rows],
-        [_count(r.prompt_tokens) for r in rows],
-        [_count(r.completion_tokens) for r in rows],
-        [max(0.0, float(r.cost_usd)) for r in rows],
-        [_ms(r.latency_ms) for r in rows],
-        [_ms(r.ttft_ms) for r in rows],
-        [r.status.value for r in rows],
-        [r.error_reason for r in rows],
-        [client_ip_from_peer(r.client_ip) for r in rows],
-        [r.prompt_text for r in rows],
-        [r.response_text for r in rows],
-        [datetime.fromtimestamp(r.created_at, UTC) for r in rows],
-    ]
+def _batch_json(rows: Sequence[UsageRecord]) -> str:
+    """The batch as one JSON array for `_INSERT`: a single text parameter, encoded in C, where one array
+    parameter per column had psycopg dump every value in Python. Values a CHECK constraint would reject are
+    clamped here, so one odd record cannot fail a batch."""
+    return orjson.dumps(
+        [
+            {
+                "request_id": r.request_id,
+                "operation": r.operation.value,
+                "user_id": r.user_id,
+                "api_key_id": r.api_key_id,
+                "model": r.model,
+                "provider": r.provider,
+                "prompt_tokens": _count(r.prompt_tokens),
+                "completion_tokens": _count(r.completion_tokens),
+                "cost_usd": max(0.0, float(r.cost_usd)),
+                "latency_ms": _ms(r.latency_ms),
+                "ttft_ms": _ms(r.ttft_ms),
+                "status": r.status.value,
+                "error_reason": r.error_reason,
+                "client_ip": client_ip_from_peer(r.client_ip),
+                "prompt_text": r.prompt_text,
+                "response_text": r.response_text,
+                "created_at": r.created_at,
+            }
+            for r in rows
+        ]
+    ).decode()
 
 
 async def insert_usage(conn: AsyncConnection[Any], rows: Sequence[UsageRecord]) -> int:
     """Inserts `rows` in one statement; returns how many were new (the rest had a known request id)."""
-    cur = await conn.execute(_INSERT, _columns(rows))
+    cur = await conn.execute(_INSERT, (_batch_json(rows),))
     return max(cur.rowcount, 0)
 
 
