@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +13,7 @@ from forge_rpc.domain.datasets import DatasetError, read_examples, split_example
 from forge_rpc.domain.jobs import EventType, JobState, new_job_id, new_task_id
 from forge_rpc.domain.progress import ProgressTracker, parse_line
 from forge_rpc.server.config.errors import ConfigError
-from forge_rpc.server.config.training import parse_training
+from forge_rpc.server.config.training import _default_command, parse_training
 
 
 @pytest.mark.parametrize(
@@ -112,7 +114,18 @@ def test_the_config_section_reads_file_and_environment() -> None:
     assert "FORGE_JWT_SECRET" not in cfg.worker_env  # forge's secrets never reach a trainer
     env_command = parse_training({}, {"FORGE_TRAINING_COMMAND": "python3 -m my.trainer --x 'a b'"})
     assert env_command.worker_command == ("python3", "-m", "my.trainer", "--x", "a b")
-    assert parse_training({}, {}).worker_command == (sys.executable, "-m", "forge_rpc.trainer")
+    assert parse_training({}, {}).worker_command[1:] == ("-m", "forge_rpc.trainer")
+
+
+def test_the_default_trainer_is_the_checkouts_runtime_when_this_python_lacks_torch(tmp_path: Path) -> None:
+    runtime = tmp_path / "bin" / "python"
+    # No runtime installed: this interpreter, whose trainer then names the missing extra in the job's error.
+    assert _default_command(runtime) == (sys.executable, "-m", "forge_rpc.trainer")
+    runtime.parent.mkdir()
+    runtime.write_text("")
+    has_torch = importlib.util.find_spec("torch") is not None
+    expected = sys.executable if has_torch else str(runtime)
+    assert _default_command(runtime) == (expected, "-m", "forge_rpc.trainer")
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ training:
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shlex
 import sys
@@ -41,7 +42,17 @@ __all__ = ["TrainingConfig", "parse_training"]
 _PRIVATE_ENV = ("FORGE_JWT_SECRET", "FORGE_ADMIN_PASSWORD", "FORGE_DATABASE_URL", "FORGE_REDIS_URL")
 
 
-def _default_command() -> tuple[str, ...]:
+# What deploy/optional.sh's ensure_train_env installs beside this checkout: torch's CPU build and the rest of the
+# `train` extra, in a venv of its own.
+TRAIN_RUNTIME = Path(__file__).resolve().parents[3] / ".tools" / "train" / "bin" / "python"
+
+
+def _default_command(runtime: Path = TRAIN_RUNTIME) -> tuple[str, ...]:
+    """This interpreter when it has the `train` extra; else the checkout's trainer runtime when installed (the
+    core never imports torch, so it need not share forge's venv); else this interpreter, which then says what
+    is missing in the job's error."""
+    if importlib.util.find_spec("torch") is None and runtime.is_file():
+        return (str(runtime), "-m", "forge_rpc.trainer")
     return (sys.executable, "-m", "forge_rpc.trainer")
 
 
