@@ -24,9 +24,12 @@ def add_job_commands(jobs: argparse.ArgumentParser) -> None:
     create = sub.add_parser("create", help="queue a fine-tuning job")
     create.add_argument("--base-model", default="HuggingFaceTB/SmolLM2-135M-Instruct", help="Hugging Face id")
     create.add_argument("--project", default="", help="project name (the deployed model is <project>:latest)")
-    data = create.add_mutually_exclusive_group(required=True)
+    data = create.add_mutually_exclusive_group()
     data.add_argument("--dataset", help="JSONL file on the server (chat messages or prompt/completion per line)")
     data.add_argument("--upload", type=Path, help="JSONL file here, sent with the job")
+    data.add_argument(
+        "--project-path", default="", help="without a dataset: the server-side repository to extract one from"
+    )
     create.add_argument("--eval-dataset", default="", help="held-out JSONL file on the server")
     create.add_argument("--epochs", type=int, default=0)
     create.add_argument("--learning-rate", type=float, default=0.0)
@@ -89,8 +92,10 @@ async def _create(stub: training_pb2_grpc.TrainingServiceAsyncStub, args: argpar
     if args.upload is not None:
         for example in _examples(args.upload):
             config.dataset.examples.add().update(example)
-    else:
+    elif args.dataset:
         config.dataset.path = args.dataset
+    else:
+        config.project_path = args.project_path  # no dataset: extracted from this repository (default ".")
     config.dataset.eval_path = args.eval_dataset
     job = await stub.CreateJob(pb.CreateJobRequest(config=config))
     print(job.job_id)

@@ -40,6 +40,11 @@ class ForgeProcess:
         return f"127.0.0.1:{self.grpc_port}"
 
     @property
+    def data_dir(self) -> Path:
+        """FORGE_DATA_DIR as the process was given it."""
+        return Path(self._env["FORGE_DATA_DIR"])
+
+    @property
     def http_base(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 

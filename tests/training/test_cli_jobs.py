@@ -74,3 +74,20 @@ async def test_a_bad_dataset_is_a_clear_error(served: ForgeProcess, tmp_path: Pa
     assert code == 1 and "INVALID_ARGUMENT" in err and "examples[1]" in err and "Traceback" not in err
     code, out, _ = await forge("jobs", "--help")
     assert code == 0 and "create" in out and "watch" in out and "cancel" in out
+
+
+async def test_without_a_dataset_the_job_trains_on_the_projects_repository(
+    served: ForgeProcess, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "billing.py").write_text(
+        'def refund(invoice):\n    """Creates a credit note that points at the original invoice."""\n'
+    )
+    code, out, err = await forge(
+        "jobs", "--address", served.address, "create", "--project-path", str(project), "--max-steps", "2", "--watch"
+    )
+    assert code == 0, err
+    job_dir = next(p for p in served.data_dir.rglob(out.strip()) if p.is_dir())
+    extracted = (job_dir / "train.jsonl").read_text() + (job_dir / "eval.jsonl").read_text()
+    assert "Creates a credit note that points at the original invoice." in extracted
