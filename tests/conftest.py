@@ -6,6 +6,7 @@ import os
 from collections.abc import AsyncIterator
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")  # as forge_rpc sets it; grpc is imported just below
 
 import grpc
 import pytest

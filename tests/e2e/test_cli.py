@@ -35,6 +35,24 @@ async def run(*args: str, timeout: float = 30) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
+async def start_serve(env: dict[str, str], *args: str) -> tuple[asyncio.subprocess.Process, asyncio.Task[list[str]]]:
+    """`forge serve` once it says the edge listens, and a task that keeps reading its log (a full pipe would block
+    the server) and returns every line at exit."""
+    proc = await asyncio.create_subprocess_exec(FORGE, "serve", *args, env=env, stderr=asyncio.subprocess.PIPE)
+    assert proc.stderr is not None
+    stderr, lines = proc.stderr, list[str]()
+    while "HTTP listening" not in (line := (await asyncio.wait_for(stderr.readline(), 60)).decode()):
+        assert line, "forge serve exited during start-up:\n" + "".join(lines)
+        lines.append(line)
+
+    async def drain() -> list[str]:
+        while line := await stderr.readline():
+            lines.append(line.decode())
+        return lines
+
+    return proc, asyncio.create_task(drain())
+
+
 @pytest_asyncio.fixture(scope="module")
 async def served(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     """`forge serve` on free ports with Ollama discovered at the fake; yields the gRPC address."""
@@ -45,18 +63,14 @@ async def served(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -
         "FORGE_DATA_DIR": str(tmp_path_factory.mktemp("data")),
         "FORGE_HTTP_PORT": str(http_port),
     }
-    proc = await asyncio.create_subprocess_exec(
-        FORGE, "serve", "--grpc-port", str(grpc_port), env=env, stderr=asyncio.subprocess.PIPE
-    )
-    assert proc.stderr is not None
-    while b"HTTP listening" not in (line := await asyncio.wait_for(proc.stderr.readline(), 30)):
-        assert line, "forge serve exited during start-up"
+    proc, drain = await start_serve(env, "--grpc-port", str(grpc_port))
     try:
         yield f"127.0.0.1:{grpc_port}"
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(proc.wait(), 15)
+        await drain
 
 
 async def test_chat_streams_tokens_to_the_terminal(served: str) -> None:
@@ -97,15 +111,10 @@ async def test_health_lists_services(served: str) -> None:
 
 async def test_sigterm_stops_serve_cleanly(fake: FakeUpstream, tmp_path: Path) -> None:
     env = {**os.environ, "OLLAMA_HOST": fake.base_url, "FORGE_DATA_DIR": str(tmp_path)}
-    proc = await asyncio.create_subprocess_exec(
-        FORGE, "serve", "--grpc-port", str(free_port()), "--http-port", str(free_port()),
-        env=env, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert proc.stderr is not None
-    while b"HTTP listening" not in await asyncio.wait_for(proc.stderr.readline(), 30):
-        pass
+    proc, drain = await start_serve(env, "--grpc-port", str(free_port()), "--http-port", str(free_port()))
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(proc.wait(), 15) == 0
+    assert "Traceback" not in "".join(await drain)
     # The embedded PostgreSQL lives in the data directory and was stopped with forge.
     assert (tmp_path / "pg" / "PG_VERSION").exists()
     assert not (tmp_path / "pg" / "postmaster.pid").exists()

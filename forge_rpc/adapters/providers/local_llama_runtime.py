@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ...domain import FieldViolation, FinishReason, InvalidArgument
+from .local_llama_logs import quiet_load
 
 if TYPE_CHECKING:
     import llama_cpp
@@ -139,9 +140,12 @@ class LoadedModel:
         imported = time.perf_counter()
         # The same count for prompt and generation: on this busy 2-core machine a second OpenMP thread, spinning
         # for a core the event loop and other processes also want, cut decoding from ~105 to 11-41 tokens/s.
-        llm = llama_cpp.Llama(
-            model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads, verbose=False
-        )
+        # verbose=True: a quiet load would point the whole process's stdout and stderr at /dev/null meanwhile.
+        with quiet_load():
+            llm = llama_cpp.Llama(
+                model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads, verbose=True
+            )
+        llm.verbose = False  # no per-call prints (cache hits, timings) on stderr
         model = cls(llm, template or chat_template(llm.metadata), n_ctx)
         log.info(
             "local model %s loaded in %.2fs (import %.2fs), %d threads",
