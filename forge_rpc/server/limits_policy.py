@@ -47,6 +47,7 @@ from ..services.context import (
     add_trailing,
     call_usage,
     metadata_value,
+    peer_of,
     principal,
     request_id,
 )
@@ -164,7 +165,7 @@ class LimitsPolicy:
 
 
 def client_address(context: CallContext) -> str:
-    peer, forwarded = context.peer(), metadata_value(context, "x-forge-client-ip")
+    peer, forwarded = peer_of(context), metadata_value(context, "x-forge-client-ip")
     key = (peer, forwarded)
     found = _ADDRESSES.get(key)
     if found is None:

@@ -21,7 +21,9 @@ from ..services.context import (
     CallContext,
     CallUsage,
     call_usage,
+    caller_peer,
     metadata_value,
+    peer_of,
     principal,
     request_id,
     response_headers,
@@ -46,6 +48,7 @@ StreamHandler = Callable[[Any, CallContext], AsyncIterator[Any]]
 def _begin(context: CallContext) -> str:
     rid = metadata_value(context, "x-request-id") or uuid.uuid4().hex
     request_id.set(rid)
+    caller_peer.set(context.peer())  # now, while the call is sure to be alive (see peer_of)
     trailing.set([("x-request-id", rid)])
     response_headers.set([])
     call_usage.set(CallUsage())
@@ -138,7 +141,7 @@ def _internal(method: str, exc: Exception, rid: str) -> ForgeError:
 def _log(method: str, rid: str, code: str, started: float, context: CallContext) -> None:
     if access_log.isEnabledFor(logging.INFO):
         ms = (time.perf_counter() - started) * 1000
-        access_log.info("%s %s %.1fms rid=%s peer=%s", method, code, ms, rid, context.peer())
+        access_log.info("%s %s %.1fms rid=%s peer=%s", method, code, ms, rid, peer_of(context))
 
 
 # Counted when no InFlight is given (tests that wrap a single method).

@@ -21,7 +21,9 @@ __all__ = [
     "add_response_header",
     "add_trailing",
     "call_usage",
+    "caller_peer",
     "metadata_value",
+    "peer_of",
     "principal",
     "request_id",
     "response_headers",
@@ -85,6 +87,17 @@ class CallContext(Protocol):
     def cancelled(self) -> bool: ...
 
     async def send_initial_metadata(self, initial_metadata: Metadata) -> None: ...
+
+
+#: The caller's address, read by the pipeline as the call begins.
+caller_peer: contextvars.ContextVar[str | None] = contextvars.ContextVar("forge_caller_peer", default=None)
+
+
+def peer_of(context: CallContext) -> str:
+    """The caller's address. Read once, when the call begins: grpcio's `peer()` on a call its client has cancelled
+    reads freed memory and crashes the process (1.85, reproduced), and a cancel can land at any await."""
+    peer = caller_peer.get()
+    return context.peer() if peer is None else peer
 
 
 def metadata_value(context: CallContext, key: str) -> str | None:

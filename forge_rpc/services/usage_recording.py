@@ -14,7 +14,7 @@ from types import TracebackType
 
 from ..domain import ForgeError, Usage
 from ..domain.ledger import Operation, UsageRecord, UsageSink, UsageStatus, client_ip_from_peer
-from .context import CallContext, call_usage, metadata_value, principal, request_id
+from .context import CallContext, call_usage, metadata_value, peer_of, principal, request_id
 
 __all__ = ["Generation"]
 
@@ -95,7 +95,7 @@ class Generation:
                 latency_ms=int((time.perf_counter() - self._started) * 1000),
                 ttft_ms=self.ttft_ms,
                 error_reason=self.reason if self.status is not UsageStatus.COMPLETED else None,
-                client_ip=client_ip_from_peer(metadata_value(ctx, "x-forge-client-ip") or ctx.peer()),
+                client_ip=client_ip_from_peer(metadata_value(ctx, "x-forge-client-ip") or peer_of(ctx)),
                 prompt_text=self.prompt_text,
                 response_text=self.response_text,
                 created_at=self._created,

@@ -2,55 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
-import socket
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
+from tests.e2e.serve_process import free_port, run, serving, start_serve
 from tests.fakes import FakeUpstream
 
 pytestmark = pytest.mark.asyncio
-
-FORGE = str(Path(sys.executable).parent / "forge")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def run(*args: str, timeout: float = 30) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        FORGE, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
-async def start_serve(env: dict[str, str], *args: str) -> tuple[asyncio.subprocess.Process, asyncio.Task[list[str]]]:
-    """`forge serve` once it says the edge listens, and a task that keeps reading its log (a full pipe would block
-    the server) and returns every line at exit."""
-    proc = await asyncio.create_subprocess_exec(FORGE, "serve", *args, env=env, stderr=asyncio.subprocess.PIPE)
-    assert proc.stderr is not None
-    stderr, lines = proc.stderr, list[str]()
-    while "HTTP listening" not in (line := (await asyncio.wait_for(stderr.readline(), 60)).decode()):
-        assert line, "forge serve exited during start-up:\n" + "".join(lines)
-        lines.append(line)
-
-    async def drain() -> list[str]:
-        while line := await stderr.readline():
-            lines.append(line.decode())
-        return lines
-
-    return proc, asyncio.create_task(drain())
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -63,14 +25,8 @@ async def served(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -
         "FORGE_DATA_DIR": str(tmp_path_factory.mktemp("data")),
         "FORGE_HTTP_PORT": str(http_port),
     }
-    proc, drain = await start_serve(env, "--grpc-port", str(grpc_port))
-    try:
+    async with serving(env, "--grpc-port", str(grpc_port)):
         yield f"127.0.0.1:{grpc_port}"
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(proc.wait(), 15)
-        await drain
 
 
 async def test_chat_streams_tokens_to_the_terminal(served: str) -> None:
@@ -111,10 +67,9 @@ async def test_health_lists_services(served: str) -> None:
 
 async def test_sigterm_stops_serve_cleanly(fake: FakeUpstream, tmp_path: Path) -> None:
     env = {**os.environ, "OLLAMA_HOST": fake.base_url, "FORGE_DATA_DIR": str(tmp_path)}
-    proc, drain = await start_serve(env, "--grpc-port", str(free_port()), "--http-port", str(free_port()))
-    proc.send_signal(signal.SIGTERM)
-    assert await asyncio.wait_for(proc.wait(), 15) == 0
-    assert "Traceback" not in "".join(await drain)
+    served = await start_serve(env, "--grpc-port", str(free_port()), "--http-port", str(free_port()))
+    assert await served.stop() == 0
+    assert "Traceback" not in "".join(served.log.result())
     # The embedded PostgreSQL lives in the data directory and was stopped with forge.
     assert (tmp_path / "pg" / "PG_VERSION").exists()
     assert not (tmp_path / "pg" / "postmaster.pid").exists()
