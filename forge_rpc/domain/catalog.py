@@ -17,6 +17,8 @@ from .errors import ModelNotFound
 
 __all__ = ["Candidate", "Deployment", "ModelCatalog", "ModelGroup", "Route"]
 
+_MATCHED_MAX = 4096
+
 
 @dataclass(frozen=True, slots=True)
 class Deployment:
@@ -82,6 +84,8 @@ class ModelCatalog:
             self._members.extend(ids)
         self._by_id = dict(self._members)
         self._default = default_model
+        # Names answered by a wildcard, so each is matched and built once (clients repeat the same few names).
+        self._matched: dict[str, ModelGroup | None] = {}
 
     def _new_id(self, d: Deployment, index: int, taken: set[str]) -> str:
         given = d.info.get("id")
@@ -117,6 +121,15 @@ class ModelCatalog:
         exact = self._exact.get(model)
         if exact is not None:
             return exact
+        if model in self._matched:
+            return self._matched[model]
+        found = self._match_wildcard(model)
+        if len(self._matched) >= _MATCHED_MAX:  # names are the caller's: keep the memo bounded
+            self._matched.clear()
+        self._matched[model] = found
+        return found
+
+    def _match_wildcard(self, model: str) -> ModelGroup | None:
         for pattern, members in self._wildcards:
             if fnmatch.fnmatchcase(model, pattern):
                 return ModelGroup(pattern, tuple(Candidate(i, Route(d, _fill_wildcard(d, model))) for i, d in members))

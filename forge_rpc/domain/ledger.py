@@ -8,6 +8,7 @@ whose `record()` never blocks the hot path.
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import time
 from dataclasses import dataclass, field
@@ -74,6 +75,7 @@ class UsageSink(Protocol):
     def record(self, rec: UsageRecord) -> None: ...
 
 
+@functools.lru_cache(maxsize=4096)  # a replica sees the same few peers and proxies over and over
 def client_ip_from_peer(value: str | None) -> str | None:
     """A bare IP address from an `x-forge-client-ip` header value or a gRPC peer string
     (`ipv4:10.0.0.1:5000`, `ipv6:[::1]:5000`, `unix:/path`); None when there is none."""
