@@ -13,7 +13,7 @@ from types import TracebackType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-__all__ = ["FORGE", "ForgeProcess", "free_port"]
+__all__ = ["FORGE", "ForgeProcess", "free_port", "run_forge"]
 
 FORGE = str(Path(sys.executable).parent / "forge")
 
@@ -24,12 +24,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+async def run_forge(*args: str, timeout: float = 60) -> tuple[int, str, str]:
+    """A `forge` client command to its end: exit code, stdout, stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        FORGE, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
 class ForgeProcess:
     """Ports are chosen once, so a restart (`start()` after `stop()`/`kill()`) serves on the same addresses."""
 
-    def __init__(self, env: dict[str, str], *, config: Path | None = None) -> None:
+    def __init__(self, env: dict[str, str], *, config: Path | None = None, local_model: bool = False) -> None:
         self.grpc_port, self.http_port = free_port(), free_port()
-        self._env = {**os.environ, **env, "FORGE_LOCAL_MODEL": "0"}
+        # Without the local model unless asked: loading it costs every start ~1 s and a core.
+        self._env = {**os.environ, **env} if local_model else {**os.environ, **env, "FORGE_LOCAL_MODEL": "0"}
         self._config = config
         self._proc: asyncio.subprocess.Process | None = None
         self._log: asyncio.Task[None] | None = None

@@ -4,14 +4,13 @@ call reads freed memory: forge read it while recording a cancelled call's usage,
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import grpc
 import pytest
 from forge.chat.v1 import chat_pb2, chat_pb2_grpc
 
-from tests.e2e.serve_process import free_port, serving
+from tests.e2e.forge_process import ForgeProcess
 from tests.fakes import FakeUpstream, fake_model
 from tests.rpc.test_chat import request
 
@@ -21,12 +20,9 @@ ROUNDS, WIDE = 120, 5
 
 
 async def test_streams_cancelled_mid_flight_never_crash_the_server(fake: FakeUpstream, tmp_path: Path) -> None:
-    grpc_port = free_port()
-    env = {**os.environ, "OLLAMA_HOST": fake.base_url, "FORGE_DATA_DIR": str(tmp_path)}
-    async with (
-        serving(env, "--grpc-port", str(grpc_port), "--http-port", str(free_port())) as served,
-        grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel,
-    ):
+    env = {"OLLAMA_HOST": fake.base_url, "FORGE_DATA_DIR": str(tmp_path)}
+    process = ForgeProcess(env)
+    async with process, grpc.aio.insecure_channel(process.address) as channel:
         stub = chat_pb2_grpc.ChatServiceStub(channel)
         slow = chat_pb2.StreamChatCompletionRequest(chat=request(fake_model("ollama/llama3.2", tokens=200, gap_ms=2)))
         for _ in range(ROUNDS):
@@ -38,5 +34,5 @@ async def test_streams_cancelled_mid_flight_never_crash_the_server(fake: FakeUps
         quick = chat_pb2.CreateChatCompletionRequest(chat=request(fake_model("ollama/llama3.2", tokens=3)))
         reply = await stub.CreateChatCompletion(quick, timeout=10)
         assert reply.choices[0].message.content
-        assert served.proc.returncode is None
-    assert "Traceback" not in "".join(served.log.result())
+    assert await process.stop() == 0, "".join(process.stderr[-30:])
+    assert "Traceback" not in "".join(process.stderr)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
-from tests.e2e.serve_process import free_port, run, serving, start_serve
+from tests.e2e.forge_process import ForgeProcess
+from tests.e2e.forge_process import run_forge as run
 from tests.fakes import FakeUpstream
 
 pytestmark = pytest.mark.asyncio
@@ -18,15 +18,9 @@ pytestmark = pytest.mark.asyncio
 @pytest_asyncio.fixture(scope="module")
 async def served(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     """`forge serve` on free ports with Ollama discovered at the fake; yields the gRPC address."""
-    grpc_port, http_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "OLLAMA_HOST": fake.base_url,
-        "FORGE_DATA_DIR": str(tmp_path_factory.mktemp("data")),
-        "FORGE_HTTP_PORT": str(http_port),
-    }
-    async with serving(env, "--grpc-port", str(grpc_port)):
-        yield f"127.0.0.1:{grpc_port}"
+    env = {"OLLAMA_HOST": fake.base_url, "FORGE_DATA_DIR": str(tmp_path_factory.mktemp("data"))}
+    async with ForgeProcess(env) as process:
+        yield process.address
 
 
 async def test_chat_streams_tokens_to_the_terminal(served: str) -> None:
@@ -66,10 +60,11 @@ async def test_health_lists_services(served: str) -> None:
 
 
 async def test_sigterm_stops_serve_cleanly(fake: FakeUpstream, tmp_path: Path) -> None:
-    env = {**os.environ, "OLLAMA_HOST": fake.base_url, "FORGE_DATA_DIR": str(tmp_path)}
-    served = await start_serve(env, "--grpc-port", str(free_port()), "--http-port", str(free_port()))
-    assert await served.stop() == 0
-    assert "Traceback" not in "".join(served.log.result())
+    env = {"OLLAMA_HOST": fake.base_url, "FORGE_DATA_DIR": str(tmp_path)}
+    process = ForgeProcess(env, local_model=True)  # the default install, local model and all
+    await process.start()
+    assert await process.stop() == 0
+    assert "Traceback" not in "".join(process.stderr)
     # The embedded PostgreSQL lives in the data directory and was stopped with forge.
     assert (tmp_path / "pg" / "PG_VERSION").exists()
     assert not (tmp_path / "pg" / "postmaster.pid").exists()

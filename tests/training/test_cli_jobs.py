@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,21 +10,11 @@ import pytest
 import pytest_asyncio
 
 from tests.e2e.forge_process import ForgeProcess
+from tests.e2e.forge_process import run_forge as forge
 from tests.training.conftest import new_database
 from tests.training.test_durable_jobs import replica
 
 pytestmark = pytest.mark.asyncio
-
-FORGE = str(Path(sys.executable).parent / "forge")
-
-
-async def forge(*args: str, timeout: float = 60) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        FORGE, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 @pytest_asyncio.fixture(scope="module")
