@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
@@ -19,6 +20,8 @@ from forge.chat.v1 import chat_pb2_grpc
 from tests.bench.harness import (
     Forge,
     StreamTiming,
+    bare_grpc_process,
+    cpu_seconds,
     forge_process,
     grpc_channel,
     grpc_stream,
@@ -48,6 +51,12 @@ async def paced_streams(run: Stream, model: str, n: int) -> tuple[list[float], l
     ttfts = [t.ttft for t in timings]
     gaps = [g for t in timings for g in t.gaps() if g > 0]  # merged tokens arrive together: gap 0 is not a gap
     return ttfts, gaps, sum(t.tokens for t in timings)
+
+
+async def bare_burst(stub: chat_pb2_grpc.ChatServiceAsyncStub, model: str, n: int) -> int:
+    """The paced burst against the bare server; the tokens it streamed."""
+    _, _, tokens = await paced_streams(lambda m: grpc_stream(stub, m), model, n)
+    return tokens
 
 
 def spread(values: list[float], fmt: str) -> str:
@@ -105,20 +114,38 @@ async def run_path(name: str, fake: FakeUpstream, forge: Forge, quick: bool) -> 
     # lands on both sides of a pair, and the median over pairs is the number to quote.
     paced = fake_model("gpt-fake", tokens=64 if quick else 256, gap_ms=20)
     n, rounds = 64, 2 if quick else 5
-    p50s, p99s, gap99s, cpus = [], [], [], []
-    for _ in range(rounds):
-        d_ttft, d_gaps, _ = await paced_streams(direct, paced, n)
-        cpu0 = forge.cpu()
-        f_ttft, f_gaps, tokens = await paced_streams(via, paced, n)
-        cpus.append(1000 * (forge.cpu() - cpu0) / tokens * 1000)
-        p50s.append(1000 * (pct(f_ttft, 0.5) - pct(d_ttft, 0.5)))
-        p99s.append(1000 * (pct(f_ttft, 0.99) - pct(d_ttft, 0.99)))
-        gap99s.append(1000 * (pct(f_gaps, 0.99) - pct(d_gaps, 0.99)))
+    p50s, p99s, gap99s, cpus, fake_cpus, bare_cpus = [], [], [], [], [], []
+    async with contextlib.AsyncExitStack() as stack:
+        # The gRPC path's floor: a bare grpc.aio server streaming the same paced tokens, in its own process.
+        bare = await stack.enter_async_context(bare_grpc_process()) if name == "grpc" else None
+        bare_channel = await stack.enter_async_context(grpc_channel(bare.grpc_address)) if bare else None
+        for _ in range(rounds):
+            fake0 = cpu_seconds(fake.pid)
+            d_ttft, d_gaps, d_tokens = await paced_streams(direct, paced, n)
+            fake_cpus.append(1000 * (cpu_seconds(fake.pid) - fake0) / d_tokens * 1000)
+            cpu0 = forge.cpu()
+            f_ttft, f_gaps, tokens = await paced_streams(via, paced, n)
+            cpus.append(1000 * (forge.cpu() - cpu0) / tokens * 1000)
+            p50s.append(1000 * (pct(f_ttft, 0.5) - pct(d_ttft, 0.5)))
+            p99s.append(1000 * (pct(f_ttft, 0.99) - pct(d_ttft, 0.99)))
+            gap99s.append(1000 * (pct(f_gaps, 0.99) - pct(d_gaps, 0.99)))
+            if bare_channel is not None and bare is not None:
+                cpu0 = bare.cpu()
+                b_tokens = await bare_burst(chat_pb2_grpc.ChatServiceStub(bare_channel), paced, n)
+                bare_cpus.append(1000 * (bare.cpu() - cpu0) / b_tokens * 1000)
     print(
         f"  {n} streams paced 20 ms, median of {rounds} bursts: added TTFT p50 {spread(p50s, '.1f')} ms, "
         f"p99 {spread(p99s, '.1f')} ms; added gap p99 {spread(gap99s, '.1f')} ms; "
         f"forge CPU {spread(cpus, '.0f')} ms per 1,000 tokens"
     )
+    # The same run's yardstick for CPU: what the fake upstream (an aiohttp server writing the same SSE) spent per
+    # 1,000 tokens served directly. Absolute CPU figures drift with the host's load; this ratio drifts less.
+    relative = [c / f for c, f in zip(cpus, fake_cpus, strict=True)]
+    print(f"    fake upstream CPU {spread(fake_cpus, '.0f')} ms per 1,000 tokens; forge/fake {spread(relative, '.2f')}")
+    if bare_cpus:
+        floor = [c / b for c, b in zip(cpus, bare_cpus, strict=True)]
+        bare_line = f"bare grpc.aio server CPU {spread(bare_cpus, '.0f')} ms per 1,000 tokens"
+        print(f"    {bare_line}; forge/bare {spread(floor, '.2f')}")
 
     small = fake_model("gpt-fake", tokens=16)
     seconds = 1.0 if quick else 2.0

@@ -100,6 +100,23 @@ async def forge_process(fake: FakeUpstream, *, split: bool = False) -> AsyncIter
             await p.wait()
 
 
+@asynccontextmanager
+async def bare_grpc_process() -> AsyncIterator[Forge]:
+    """tests/bench/bare_grpc.py in its own process: the gRPC floor, measured like forge (only `grpc_address`)."""
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.bench.bare_grpc", str(port), stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        assert (await asyncio.wait_for(proc.stdout.readline(), 30)).strip() == b"ready"
+        yield Forge(proc.pid, f"127.0.0.1:{port}", "")
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        await proc.wait()
+
+
 async def _wait_http(url: str, grpc_port: int) -> None:
     deadline = time.monotonic() + 60
     async with aiohttp.ClientSession() as s:

@@ -49,6 +49,12 @@ class FakeUpstream:
         return self._port
 
     @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError("FakeUpstream is not running")
+        return self._proc.pid
+
+    @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
